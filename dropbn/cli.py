@@ -1,0 +1,82 @@
+"""`dropbn` command line: thin dispatch to the subcommands.
+
+    dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
+    dropbn report DIR [DIR ...]        comparison report of the runs under DIR
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: dropbn <command> [args]
+
+Measure what dropout and batch normalization do to a network.
+
+commands:
+  train    train one configuration, or sweep many with -m (a Hydra app:
+           dropbn train +exp=quickstart, dropbn train -m +exp=compare_mnist_mlp,
+           dropbn train --help lists every config group and key)
+  report   turn the runs under one or more folders into comparison tables,
+           claim checks and figures (dropbn report results/compare_mnist_mlp)
+
+Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
+"""
+
+
+def _fail(e) -> None:
+    print(f"dropbn: error: {e}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 2))
+
+
+def _train_app():
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from .config import CONFIG_DIR
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+    def train(cfg):
+        from .config import validate
+        from .errors import DropbnError
+        from .train import run
+
+        try:
+            validate(cfg)
+            hc = HydraConfig.get()
+            n_jobs = hc.launcher.get("n_jobs") if "launcher" in hc else None
+            if cfg.train.threads is None and n_jobs and int(n_jobs) > 1:
+                import os
+
+                import torch
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(n_jobs)))
+            return run(cfg, hc.runtime.output_dir)["status"]
+        except DropbnError as e:
+            _fail(e)
+
+    return train
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        sys.argv = ["dropbn train", *rest]
+        _train_app()()
+    elif cmd == "report":
+        from .report.cli import main as report_main
+        try:
+            report_main(rest)
+        except Exception as e:  # DropbnError: one line
+            from .errors import DropbnError
+            if isinstance(e, DropbnError):
+                _fail(e)
+            raise
+    else:
+        print(f"dropbn: error: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

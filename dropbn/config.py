@@ -1,0 +1,188 @@
+"""Config: where the YAML tree lives, Hydra resolvers, and up-front validation.
+
+`validate(cfg)` checks every value before any data is read and raises
+`ConfigError(key, value, allowed)`, which the CLI prints as one line (exit 2).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(os.environ.get("DROPBN_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagefolder")
+MODELS = ("mlp", "cnn")
+NORMS = ("none", "batch", "layer", "group")
+ORDER_TOKENS = ("norm", "act", "dropout")
+OPTIMS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("none", "cosine", "step")
+DROPOUT_BLOCKS = ("all", "last")
+
+
+def dirname(override_dirname: str) -> str:
+    """Folder name of a run: its overrides (Hydra's override_dirname), or 'run' if none."""
+    return override_dirname.replace("/", "_") if override_dirname else "run"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("dropbn_dirname"):
+        OmegaConf.register_new_resolver("dropbn_dirname", dirname)
+
+
+register_resolvers()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(cfg, key, lo=None, hi=None, allow_none=False):
+    v = OmegaConf.select(cfg, key)
+    if v is None and allow_none:
+        return None
+    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(key, v, f"must be an integer {rng}" + (" or null" if allow_none else ""))
+    return v
+
+
+def _num(cfg, key, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False):
+    v = OmegaConf.select(cfg, key)
+    if v is None and allow_none:
+        return None
+    bad = not _is_num(v)
+    if not bad:
+        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or \
+              (hi is not None and (v >= hi if hi_open else v > hi))
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        rng = f"in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+        raise ConfigError(key, v, f"must be a number {rng}" + (" or null" if allow_none else ""))
+    return v
+
+
+def _choice(cfg, key, allowed):
+    v = OmegaConf.select(cfg, key)
+    if v not in allowed:
+        raise ConfigError(key, v, f"allowed: {', '.join(allowed)}")
+    return v
+
+
+def _bool(cfg, key):
+    v = OmegaConf.select(cfg, key)
+    if not isinstance(v, bool):
+        raise ConfigError(key, v, "must be true or false")
+    return v
+
+
+def _widths(cfg, key):
+    v = OmegaConf.select(cfg, key)
+    if not isinstance(v, (list, ListConfig)) or len(v) == 0 or not all(_is_int(w) and w >= 1 for w in v):
+        raise ConfigError(key, OmegaConf.to_object(v) if isinstance(v, ListConfig) else v,
+                          "must be a non-empty list of positive integers, e.g. [1024, 1024]")
+    return list(v)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first bad value. Pure: reads no files but data.path."""
+    _int(cfg, "seed", 0)
+    dev = OmegaConf.select(cfg, "device")
+    if not isinstance(dev, str) or not (dev in ("auto", "cpu", "mps", "cuda") or dev.startswith("cuda:")):
+        raise ConfigError("device", dev, "allowed: auto, cpu, cuda, cuda:N, mps")
+    name = OmegaConf.select(cfg, "name")
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError("name", name, "must be a plain folder name")
+
+    # data
+    data = _choice(cfg, "data.name", DATASETS)
+    tsize = _int(cfg, "data.train_size", 1, allow_none=True)
+    _int(cfg, "data.val_size", 0)
+    _int(cfg, "data.split_seed", 0)
+    _bool(cfg, "data.augment")
+    _bool(cfg, "data.download")
+    _int(cfg, "data.image_size", 1, allow_none=True)
+    if data == "imagefolder":
+        p = OmegaConf.select(cfg, "data.path")
+        if not p:
+            raise ConfigError("data.path", p, "data=imagefolder needs a folder with train/<class>/* "
+                                              "and test/<class>/* (or a .tar.gz of one)")
+        if not Path(str(p)).expanduser().exists():
+            raise ConfigError("data.path", p, "no such file or folder")
+
+    # model
+    model = _choice(cfg, "model.name", MODELS)
+    if model == "mlp":
+        _widths(cfg, "model.hidden")
+    else:
+        _widths(cfg, "model.channels")
+        _widths(cfg, "model.fc")
+        if data in ("mnist", "fashion_mnist"):
+            n_stages = len(cfg.model.channels)
+            if 28 >> n_stages < 1:
+                raise ConfigError("model.channels", list(cfg.model.channels),
+                                  f"{n_stages} pooling stages shrink 28x28 images below 1 pixel")
+
+    # reg
+    norm = _choice(cfg, "reg.norm", NORMS)
+    order = OmegaConf.select(cfg, "reg.order")
+    order_l = list(order) if isinstance(order, (list, ListConfig)) else order
+    if (not isinstance(order_l, list) or any(t not in ORDER_TOKENS for t in order_l)
+            or len(set(order_l)) != len(order_l) or "act" not in order_l):
+        raise ConfigError("reg.order", order_l, "must list each of norm, act, dropout at most once "
+                                                "and contain act, e.g. [norm, act, dropout]")
+    for key in ("reg.dropout", "reg.input_dropout", "reg.conv_dropout"):
+        _num(cfg, key, 0.0, 1.0, hi_open=True)
+    _bool(cfg, "reg.channel_dropout")
+    blocks = _choice(cfg, "reg.dropout_blocks", DROPOUT_BLOCKS)
+    _num(cfg, "reg.max_norm", 0.0, lo_open=True, allow_none=True)
+    groups = _int(cfg, "reg.norm_groups", 1)
+    if norm != "none" and "norm" not in order_l:
+        raise ConfigError("reg.order", order_l, f"reg.norm={norm} needs 'norm' in the order")
+    if norm == "none" and "norm" in order_l:
+        raise ConfigError("reg.order", order_l, "contains 'norm' but reg.norm=none; "
+                                                "drop it or set reg.norm")
+    has_dropout = cfg.reg.dropout > 0 or (model == "cnn" and cfg.reg.conv_dropout > 0)
+    if has_dropout and "dropout" not in order_l:
+        raise ConfigError("reg.order", order_l, "a dropout rate is set but 'dropout' is not in the order")
+    if "dropout" in order_l and not has_dropout:
+        raise ConfigError("reg.order", order_l, "contains 'dropout' but every dropout rate is 0")
+    if model == "cnn" and blocks == "last" and cfg.reg.conv_dropout > 0:
+        raise ConfigError("reg.conv_dropout", cfg.reg.conv_dropout,
+                          "must be 0 with reg.dropout_blocks=last (dropout only after the last block)")
+    if norm == "group":
+        widths = list(cfg.model.hidden) if model == "mlp" else list(cfg.model.channels) + list(cfg.model.fc)
+        bad = [w for w in widths if w % groups]
+        if bad:
+            raise ConfigError("reg.norm_groups", groups, f"must divide every width; {bad[0]} is not a multiple")
+
+    # optim
+    _choice(cfg, "optim.name", OPTIMS)
+    _num(cfg, "optim.lr", 0.0, lo_open=True)
+    _num(cfg, "optim.momentum", 0.0, 1.0, hi_open=True)
+    _num(cfg, "optim.weight_decay", 0.0)
+
+    # train
+    _int(cfg, "train.epochs", 1)
+    bs = _int(cfg, "train.batch_size", 1)
+    if tsize is not None and bs > tsize:
+        raise ConfigError("train.batch_size", bs, f"must be <= data.train_size ({tsize})")
+    if bs < 2 and (norm == "batch"):
+        raise ConfigError("train.batch_size", bs, "batch norm needs batches of at least 2")
+    _choice(cfg, "train.schedule", SCHEDULES)
+    _int(cfg, "train.step_every", 1)
+    _num(cfg, "train.step_gamma", 0.0, 1.0, lo_open=True)
+    _num(cfg, "train.target_acc", 0.0, 1.0, lo_open=True)
+    _int(cfg, "train.eval_train_size", 1, allow_none=True)
+    _int(cfg, "train.eval_batch_size", 1)
+    _int(cfg, "train.threads", 1, allow_none=True)
+    for key in ("train.amp", "train.compile", "train.force", "train.progress", "train.diagnostics"):
+        _bool(cfg, key)

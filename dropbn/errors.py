@@ -1,0 +1,17 @@
+"""User-facing errors: each becomes one line on stderr and exit code 2."""
+
+
+class DropbnError(Exception):
+    """An input problem the user can fix; the message is the whole story."""
+
+    exit_code = 2
+
+
+class ConfigError(DropbnError):
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: {allowed}")
+
+
+class DataError(DropbnError):
+    pass

@@ -1,0 +1,167 @@
+"""MLP and CNN built from the `model` and `reg` config fields.
+
+Every hidden block is a Linear (or Conv) followed by the layers named in
+`reg.order`, in that order: `norm`, `act`, `dropout`. A token whose layer is
+switched off (norm=none, dropout rate 0, or a block that `dropout_blocks=last`
+excludes) is simply left out, so the printed model is exactly what runs.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def _norm(kind: str, width: int, conv: bool, groups: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)
+    if kind == "layer":  # over all features of a sample (C,H,W for conv)
+        return nn.GroupNorm(1, width) if conv else nn.LayerNorm(width)
+    if kind == "group":
+        return nn.GroupNorm(groups, width)
+    raise ValueError(kind)
+
+
+def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float) -> nn.Sequential:
+    parts = [("conv" if conv else "linear", layer)]
+    for tok in reg.order:
+        if tok == "norm" and reg.norm != "none":
+            parts.append(("norm", _norm(reg.norm, width, conv, int(reg.norm_groups))))
+        elif tok == "act":
+            parts.append(("act", nn.ReLU(inplace=False)))
+        elif tok == "dropout" and rate > 0:
+            d = nn.Dropout2d(rate) if conv and reg.channel_dropout else nn.Dropout(rate)
+            parts.append(("dropout", d))
+    return nn.Sequential(OrderedDict(parts))
+
+
+def _dense_rates(reg, n_blocks: int) -> list[float]:
+    rate = float(reg.dropout)
+    if reg.dropout_blocks == "last":
+        return [0.0] * (n_blocks - 1) + [rate]
+    return [rate] * n_blocks
+
+
+def build_mlp(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
+    in_features = 1
+    for d in in_shape:
+        in_features *= int(d)
+    layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    if float(reg.input_dropout) > 0:
+        layers.append(("input_dropout", nn.Dropout(float(reg.input_dropout))))
+    widths = [int(w) for w in model_cfg.hidden]
+    rates = _dense_rates(reg, len(widths))
+    prev = in_features
+    for i, (w, r) in enumerate(zip(widths, rates)):
+        layers.append((f"block{i + 1}", _block(nn.Linear(prev, w), w, reg, conv=False, rate=r)))
+        prev = w
+    layers.append(("head", nn.Linear(prev, num_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def build_cnn(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
+    c, h, w = (int(d) for d in in_shape)
+    conv_rate = float(reg.conv_dropout) if reg.dropout_blocks == "all" else 0.0
+    layers: list[tuple[str, nn.Module]] = []
+    prev = c
+    for s, ch in enumerate(int(x) for x in model_cfg.channels):
+        stage = []
+        for k in range(2):
+            conv = nn.Conv2d(prev, ch, 3, padding=1)
+            stage.append((f"block{k + 1}", _block(conv, ch, reg, conv=True, rate=conv_rate)))
+            prev = ch
+        stage.append(("pool", nn.MaxPool2d(2)))
+        h, w = h // 2, w // 2
+        layers.append((f"stage{s + 1}", nn.Sequential(OrderedDict(stage))))
+    layers.append(("flatten", nn.Flatten()))
+    prev = prev * h * w
+    widths = [int(x) for x in model_cfg.fc]
+    rates = _dense_rates(reg, len(widths))
+    for i, (wd, r) in enumerate(zip(widths, rates)):
+        layers.append((f"fc{i + 1}", _block(nn.Linear(prev, wd), wd, reg, conv=False, rate=r)))
+        prev = wd
+    layers.append(("head", nn.Linear(prev, num_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def build_model(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
+    if model_cfg.name == "mlp":
+        return build_mlp(model_cfg, reg, in_shape, num_classes)
+    if model_cfg.name == "cnn":
+        return build_cnn(model_cfg, reg, in_shape, num_classes)
+    raise ValueError(f"unknown model {model_cfg.name}")
+
+
+KIND = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm1d: "norm", nn.BatchNorm2d: "norm",
+        nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.ReLU: "act", nn.Dropout: "dropout",
+        nn.Dropout2d: "dropout", nn.MaxPool2d: "pool", nn.Flatten: "flatten"}
+
+
+def layer_kinds(model: nn.Module) -> list[str]:
+    """The flat sequence of leaf layers as tokens: linear, conv, norm, act, dropout, pool, flatten."""
+    return [KIND[type(m)] for m in model.modules() if type(m) in KIND]
+
+
+def hidden_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of every hidden Linear/Conv (all but the classifier head), for max-norm."""
+    return [m.weight for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and name != "head"]
+
+
+@torch.no_grad()
+def apply_max_norm(weights: list[torch.Tensor], max_norm: float) -> None:
+    """Rescale each unit's incoming weight vector to L2 norm <= max_norm."""
+    for w in weights:
+        w.copy_(torch.renorm(w, 2, 0, max_norm))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def short(m: nn.Module) -> str:
+    """Compact one-line description of a leaf layer."""
+    if isinstance(m, nn.Linear):
+        return f"Linear({m.in_features}->{m.out_features})"
+    if isinstance(m, nn.Conv2d):
+        return f"Conv2d({m.in_channels}->{m.out_channels}, {m.kernel_size[0]}x{m.kernel_size[1]}, pad {m.padding[0]})"
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return f"{type(m).__name__}({m.num_features})"
+    if isinstance(m, nn.LayerNorm):
+        return f"LayerNorm({m.normalized_shape[0]})"
+    if isinstance(m, nn.GroupNorm):
+        return f"GroupNorm({m.num_groups} groups, {m.num_channels})"
+    if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+        return f"{type(m).__name__}(p={m.p:g})"
+    if isinstance(m, nn.MaxPool2d):
+        return f"MaxPool2d({m.kernel_size})"
+    return type(m).__name__
+
+
+def describe(model: nn.Module, in_shape) -> str:
+    """Layer-by-layer table: name, layer, output shape, parameters."""
+    rows, hooks = [], []
+    for name, m in model.named_modules():
+        if type(m) in KIND or (isinstance(m, nn.Module) and not list(m.children()) and name):
+            def hook(mod, inp, out, name=name):
+                rows.append((name, short(mod), tuple(out.shape[1:]),
+                             sum(p.numel() for p in mod.parameters(recurse=False))))
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters())
+    try:
+        model(torch.zeros((2, *in_shape), device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    wn = max(len(r[0]) for r in rows)
+    wl = max(len(r[1]) for r in rows)
+    lines = [f"{'layer':<{wn}}  {'module':<{wl}}  {'output':<16} params"]
+    for name, mod, shape, n in rows:
+        lines.append(f"{name:<{wn}}  {mod:<{wl}}  {str(shape):<16} {n:,}")
+    lines.append(f"total parameters: {count_params(model):,}")
+    return "\n".join(lines)
