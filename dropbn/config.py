@@ -21,6 +21,8 @@ ORDER_TOKENS = ("norm", "act", "dropout")
 OPTIMS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("none", "cosine", "step")
 DROPOUT_BLOCKS = ("all", "last")
+# training images of the built-in data sets (before data.val_size is held out)
+TRAIN_IMAGES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 
 
 def dirname(override_dirname: str) -> str:
@@ -101,6 +103,11 @@ def validate(cfg: DictConfig) -> None:
     name = OmegaConf.select(cfg, "name")
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ConfigError("name", name, "must be a plain folder name")
+    out_root = OmegaConf.select(cfg, "out_root")
+    if not isinstance(out_root, str) or not out_root:
+        raise ConfigError("out_root", out_root, "must be a folder path")
+    if Path(out_root).expanduser().is_file():
+        raise ConfigError("out_root", out_root, "is a file; must be a folder (created if missing)")
 
     # data
     data = _choice(cfg, "data.name", DATASETS)
@@ -110,6 +117,26 @@ def validate(cfg: DictConfig) -> None:
     _bool(cfg, "data.augment")
     _bool(cfg, "data.download")
     _int(cfg, "data.image_size", 1, allow_none=True)
+    for key in ("data.root", "data.cache_dir", "data.path"):
+        v = OmegaConf.select(cfg, key)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(key, v, "must be a path or null")
+    root = OmegaConf.select(cfg, "data.root")
+    if root and not cfg.data.download and not Path(root).expanduser().is_dir():
+        raise ConfigError("data.root", root, "no such folder (data.download=true would fetch the data there)")
+    cache_dir = OmegaConf.select(cfg, "data.cache_dir")
+    if cache_dir and Path(cache_dir).expanduser().is_file():
+        raise ConfigError("data.cache_dir", cache_dir, "is a file; must be a folder (created if missing)")
+    n_images = TRAIN_IMAGES.get(data)
+    if n_images is not None:
+        vsize = cfg.data.val_size
+        if vsize >= n_images:
+            raise ConfigError("data.val_size", vsize, f"must be < {n_images} ({data} training images)")
+        if tsize is not None and tsize > n_images - vsize:
+            raise ConfigError("data.train_size", tsize, f"must be <= {n_images - vsize} ({data} training "
+                                                        f"images minus data.val_size={vsize}) or null")
+        if tsize is None:
+            tsize = n_images - vsize
     if data == "imagefolder":
         p = OmegaConf.select(cfg, "data.path")
         if not p:
@@ -153,8 +180,6 @@ def validate(cfg: DictConfig) -> None:
     has_dropout = cfg.reg.dropout > 0 or (model == "cnn" and cfg.reg.conv_dropout > 0)
     if has_dropout and "dropout" not in order_l:
         raise ConfigError("reg.order", order_l, "a dropout rate is set but 'dropout' is not in the order")
-    if "dropout" in order_l and not has_dropout:
-        raise ConfigError("reg.order", order_l, "contains 'dropout' but every dropout rate is 0")
     if model == "cnn" and blocks == "last" and cfg.reg.conv_dropout > 0:
         raise ConfigError("reg.conv_dropout", cfg.reg.conv_dropout,
                           "must be 0 with reg.dropout_blocks=last (dropout only after the last block)")
@@ -174,7 +199,7 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "train.epochs", 1)
     bs = _int(cfg, "train.batch_size", 1)
     if tsize is not None and bs > tsize:
-        raise ConfigError("train.batch_size", bs, f"must be <= data.train_size ({tsize})")
+        raise ConfigError("train.batch_size", bs, f"must be <= the training-set size ({tsize})")
     if bs < 2 and (norm == "batch"):
         raise ConfigError("train.batch_size", bs, "batch norm needs batches of at least 2")
     _choice(cfg, "train.schedule", SCHEDULES)
@@ -186,3 +211,65 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "train.threads", 1, allow_none=True)
     for key in ("train.amp", "train.compile", "train.force", "train.progress", "train.diagnostics"):
         _bool(cfg, key)
+
+
+_KNOWN_KEYS: set | None = None
+
+
+def known_keys() -> set:
+    """Every dotted key the YAML tree defines: train.yaml plus every option of every group."""
+    global _KNOWN_KEYS
+    if _KNOWN_KEYS is None:
+        keys: set = set()
+
+        def walk(node, prefix):
+            for k, v in node.items():
+                if prefix == "" and k in ("defaults", "hydra"):
+                    continue
+                full = f"{prefix}{k}"
+                keys.add(full)
+                if isinstance(v, dict):
+                    walk(v, full + ".")
+
+        walk(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "train.yaml")), "")
+        for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "exp")):
+            keys.add(group.name)
+            for f in sorted(group.glob("*.yaml")):
+                node = OmegaConf.to_container(OmegaConf.load(f)) or {}
+                walk({k: v for k, v in node.items() if k != "defaults"}, group.name + ".")
+        _KNOWN_KEYS = keys
+    return _KNOWN_KEYS
+
+
+def unknown_key_hint(key: str) -> str:
+    import difflib
+
+    known = sorted(known_keys())
+    parent = key.rpartition(".")[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+    hint = "unknown key"
+    if close:
+        hint += f"; did you mean {close[0]}?"
+    if siblings:
+        hint += f" (keys {'under ' + parent if parent else 'at the top level'}: {', '.join(siblings)})"
+    return hint
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Struct mode for `+key=value` too: every key must be one the YAML tree defines."""
+    known = known_keys()
+
+    def walk(node, prefix):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            if full not in known:
+                v = node._get_node(k)._value() if hasattr(node, "_get_node") else node[k]
+                v = OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v
+                raise ConfigError(full, v, unknown_key_hint(full))
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                walk(child, full + ".")
+
+    walk(cfg, "")
+

@@ -1,0 +1,65 @@
+"""Every preset composes, and the composed values are the ones documented."""
+from pathlib import Path
+
+import pytest
+
+from dropbn.config import CONFIG_DIR, validate
+from tests.conftest import compose
+
+GROUPS = {g: sorted(p.stem for p in (CONFIG_DIR / g).glob("*.yaml"))
+          for g in ("data", "model", "reg", "optim")}
+EXPS = sorted(p.stem for p in (CONFIG_DIR / "exp").glob("*.yaml"))
+
+
+def test_groups_present():
+    assert GROUPS["data"] == ["cifar10", "fashion_mnist", "imagefolder", "mnist"]
+    assert GROUPS["model"] == ["cnn", "mlp"]
+    assert {"none", "dropout", "batchnorm", "both"} <= set(GROUPS["reg"])
+    assert GROUPS["optim"] == ["adam", "rmsprop", "sgd"]
+    assert "quickstart" in EXPS
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes_and_validates(group, option, tmp_path):
+    ov = [f"{group}={option}"]
+    if option == "imagefolder":
+        ov.append(f"data.path={tmp_path}")
+    if group == "data" and option in ("cifar10", "imagefolder"):
+        ov.append("model=cnn")
+    cfg = compose(*ov)
+    validate(cfg)
+    assert cfg[group].name == option if group != "reg" else True
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_every_experiment_preset_composes(exp):
+    cfg = compose(f"+exp={exp}")
+    validate(cfg)
+    assert cfg.name == exp
+
+
+def test_reg_presets_mean_what_they_say():
+    regs = {r: compose(f"reg={r}").reg for r in ("none", "dropout", "batchnorm", "both", "dropout_before_bn")}
+    assert (regs["none"].norm, regs["none"].dropout) == ("none", 0.0)
+    assert (regs["dropout"].norm, regs["dropout"].dropout) == ("none", 0.5)
+    assert (regs["batchnorm"].norm, regs["batchnorm"].dropout) == ("batch", 0.0)
+    assert (regs["both"].norm, regs["both"].dropout) == ("batch", 0.5)
+    assert list(regs["both"].order) == ["norm", "act", "dropout"]
+    assert list(regs["dropout_before_bn"].order) == ["act", "dropout", "norm"]
+
+
+def test_quickstart_preset():
+    cfg = compose("+exp=quickstart")
+    assert (cfg.data.name, cfg.model.name, cfg.reg.norm, cfg.reg.dropout) == ("mnist", "mlp", "batch", 0.5)
+    assert cfg.train.epochs <= 5
+
+
+def test_sweep_presets_define_seeds():
+    import yaml
+
+    for exp in EXPS:
+        if exp == "quickstart":
+            continue
+        doc = yaml.safe_load((CONFIG_DIR / "exp" / f"{exp}.yaml").read_text())
+        params = doc["hydra"]["sweeper"]["params"]
+        assert "seed" in params and len(str(params["seed"]).split(",")) >= 3, exp

@@ -1,0 +1,113 @@
+"""Real short training runs on a subset of real MNIST: accuracy, determinism,
+run files, and `dropbn train` end to end through a subprocess."""
+import csv
+import json
+
+import pytest
+import torch
+
+from dropbn.train import run
+from tests.conftest import TINY, compose, needs_mnist, run_cli
+
+pytestmark = needs_mnist
+
+METRIC_COLS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds"}
+SUMMARY_KEYS = {"status", "final_test_acc", "best_test_acc", "final_train_acc", "generalization_gap",
+                "epochs_to_target", "seconds_to_target", "train_seconds", "seconds_per_epoch",
+                "params", "seed", "config", "env"}
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_real_run_beats_90_percent_and_writes_its_files(tmp_path):
+    cfg = compose("data.train_size=5000", "model.hidden=[256]", "train.epochs=2", "reg=both",
+                  "train.progress=false", "train.diagnostics=false", "train.target_acc=0.9")
+    s = run(cfg, tmp_path)
+    assert s["status"] == "completed"
+    assert s["final_test_acc"] > 0.90, s["final_test_acc"]
+    assert SUMMARY_KEYS <= set(s)
+    assert s["generalization_gap"] == pytest.approx(s["final_train_acc"] - s["final_test_acc"])
+    assert s["epochs_to_target"] in (1, 2)
+    assert s["env"]["torch"] == torch.__version__ and s["env"]["device"] == "cpu"
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert len(rows) == 2 and METRIC_COLS <= set(rows[0])
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+    assert "block1.norm" in (tmp_path / "model.txt").read_text()
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 2 and "block1.linear.weight" in ck["model"]
+
+
+def test_validation_split_adds_val_columns(tmp_path):
+    cfg = compose(*TINY, "data.val_size=500", "train.epochs=1")
+    s = run(cfg, tmp_path)
+    assert s["data_sizes"] == {"train": 2000, "val": 500, "test": 10000}
+    row = read_metrics(tmp_path / "metrics.csv")[0]
+    assert {"val_loss", "val_acc"} <= set(row)
+    assert "final_val_acc" in s
+
+
+def test_same_seed_identical_metrics_other_seed_differs(tmp_path):
+    ov = (*TINY, "reg=both", "train.epochs=2")
+    a = run(compose(*ov), tmp_path / "a")
+    b = run(compose(*ov), tmp_path / "b")
+    c = run(compose(*ov, "seed=1"), tmp_path / "c")
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    ra, rb, rc = (strip(read_metrics(tmp_path / d / "metrics.csv")) for d in "abc")
+    assert ra == rb
+    assert ra != rc
+    assert a["final_test_acc"] == b["final_test_acc"]
+
+
+def test_completed_run_is_skipped_unless_forced(tmp_path):
+    cfg = compose(*TINY, "train.epochs=1")
+    first = run(cfg, tmp_path)
+    mtime = (tmp_path / "summary.json").stat().st_mtime_ns
+    again = run(cfg, tmp_path)
+    assert again == json.loads((tmp_path / "summary.json").read_text()) == first
+    assert (tmp_path / "summary.json").stat().st_mtime_ns == mtime
+    forced = run(compose(*TINY, "train.epochs=1", "train.force=true"), tmp_path)
+    assert forced["status"] == "completed"
+    assert (tmp_path / "summary.json").stat().st_mtime_ns != mtime
+
+
+@pytest.mark.parametrize("ov", [
+    ("model=cnn", "model.channels=[4]", "model.fc=[16]", "reg=both", "reg.conv_dropout=0.1"),
+    ("reg=batchnorm", "reg.norm=layer"),
+    ("reg=both", "reg.norm=group", "reg.norm_groups=4", "optim=adam"),
+    ("reg=dropout", "reg.max_norm=2.0", "reg.input_dropout=0.2", "optim=rmsprop", "train.schedule=cosine"),
+])
+def test_variants_train(tmp_path, ov):
+    s = run(compose(*TINY, "data.train_size=500", "train.eval_train_size=500", "train.epochs=1", *ov), tmp_path)
+    assert s["status"] == "completed" and s["final_test_acc"] > 0.15  # above chance (0.1)
+
+
+def test_cli_end_to_end(tmp_path):
+    r = run_cli(["train", *TINY, "train.epochs=1", f"out_root={tmp_path}", "name=e2e", "reg=both"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run_dir,) = (tmp_path / "e2e").iterdir()  # one folder, named after the overrides
+    assert run_dir.name == "data.train_size=2000,model.hidden=[64],reg=both,train.epochs=1,train.eval_train_size=1000"
+    out = r.stdout
+    assert "block1.linear" in out and "total parameters" in out      # the model, layer by layer
+    assert "train" in out and "2000" in out and "device: cpu" in out  # data sizes and device
+    assert "done: test acc" in out and str(run_dir) in out           # final numbers and run folder
+    for f in ("metrics.csv", "summary.json", "model.txt", "checkpoint.pt", ".hydra/config.yaml", "train.log"):
+        assert (run_dir / f).exists(), f
+
+
+def test_cli_help_lists_subcommands(tmp_path):
+    r = run_cli(["--help"], cwd=tmp_path)
+    assert r.returncode == 0 and "train" in r.stdout and "report" in r.stdout
+    r = run_cli(["train", "--help"], cwd=tmp_path)
+    assert r.returncode == 0 and "reg:" in r.stdout and "model:" in r.stdout
+
+
+def test_cli_missing_data_offline_is_one_line_exit_2(tmp_path):
+    r = run_cli(["train", f"data.root={tmp_path / 'nothing'}", "data.download=false", f"out_root={tmp_path}"],
+                cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "MNIST not found under" in lines[0] and "nothing" in lines[0]
