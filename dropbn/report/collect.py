@@ -1,0 +1,322 @@
+"""Run folders -> one tidy table (one row per run) plus the per-epoch curves.
+
+A run folder is any folder holding summary.json, metrics.csv or .hydra/.
+Without summary.json it is an unfinished run; a summary.json that cannot be
+parsed makes the folder 'skipped' (with the reason).  Nothing is written here.
+
+Configurations: the config keys (flattened, 'reg.dropout') that take more than
+one value across the runs -- except the seed and keys that never change results
+(IGNORED) -- define the configurations.  Each gets a short human label built
+from its regularisation kind ('none', 'dropout', 'batchnorm', 'both',
+'dropout_before_bn', ...) plus any varying value the kind does not already
+determine ('both, lr=0.3').
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from ..errors import DropbnError
+
+SUMMARY, METRICS, HYDRA = "summary.json", "metrics.csv", ".hydra"
+REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
+
+IGNORED = {"seed", "device", "train.progress", "train.force", "train.threads", "train.diagnostics",
+           "data.root", "data.cache_dir", "data.path", "name", "out_root"}
+REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
+SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
+         "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
+         "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
+NORM_NAMES = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm"}
+SCALARS = ("seed", "data", "params", "epochs", "epochs_completed", "final_test_acc", "final_test_loss",
+           "final_train_acc", "final_train_loss", "best_test_acc", "best_epoch", "first_epoch_test_acc",
+           "generalization_gap", "loss_gap", "target_acc", "epochs_to_target", "seconds_to_target",
+           "train_seconds", "seconds_per_epoch", "final_val_acc", "best_val_acc")
+DEFAULT_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame                      # one row per run (see run_row)
+    curves: pd.DataFrame                    # one row per (run, epoch): metrics.csv stacked
+    skipped: list = field(default_factory=list)   # (folder, reason)
+    varying: list = field(default_factory=list)   # config keys that vary (not seed / IGNORED)
+    dims: list = field(default_factory=list)      # varying keys shown in labels (not fixed by kind)
+
+
+# ---------------------------------------------------------------- finding runs
+
+def is_run_dir(p: Path) -> bool:
+    return (p / SUMMARY).is_file() or (p / METRICS).is_file() or (p / HYDRA).is_dir()
+
+
+def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """[(root, run folder)] under each root (a root may itself be a run), and skipped leaf folders."""
+    found, skipped, seen = [], [], set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise DropbnError(f"{root}: no such folder")
+        for here, dirs, _files in os.walk(root):
+            p = Path(here)
+            dirs.sort()
+            if p.name == HYDRA:
+                dirs[:] = []
+                continue
+            if (p / REPORT_MARK).is_file():   # an earlier report's output
+                dirs[:] = []
+                continue
+            if is_run_dir(p):
+                dirs[:] = []
+                key = p.resolve()
+                if key not in seen:
+                    seen.add(key)
+                    found.append((root, p))
+            elif not dirs and p != root:
+                skipped.append((str(p), "no summary.json, metrics.csv or .hydra/"))
+    return found, skipped
+
+
+# ---------------------------------------------------------------- reading one run
+
+def flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def fmt_value(v) -> str:
+    """A config value as text: lists as [a,b], None as null, floats as repr-short."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(fmt_value(x) for x in v) + "]"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _num_classes(folder: Path, data_name) -> int | None:
+    try:
+        for line in (folder / "model.txt").read_text().splitlines():
+            m = re.match(r"^head\S*\s.*\((\d+),\)", line)
+            if m:
+                return int(m.group(1))
+    except OSError:
+        pass
+    return DEFAULT_CLASSES.get(data_name)
+
+
+def read_metrics(folder: Path) -> pd.DataFrame | None:
+    try:
+        df = pd.read_csv(folder / METRICS)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    return df if "epoch" in df.columns else None
+
+
+def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None, str | None]:
+    """(row, metrics, skip reason) for one run folder."""
+    summary, config = None, None
+    if (folder / SUMMARY).is_file():
+        try:
+            summary = json.loads((folder / SUMMARY).read_text())
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            return None, None, f"unreadable summary.json ({type(e).__name__}: {str(e)[:80]})"
+        config = summary.get("config")
+    if config is None and (folder / HYDRA / "config.yaml").is_file():
+        try:
+            config = yaml.safe_load((folder / HYDRA / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            config = None
+    metrics = read_metrics(folder)
+    if summary is None and metrics is None and config is None:
+        return None, None, "no summary.json, readable metrics.csv or .hydra/config.yaml"
+
+    rel = folder.relative_to(root) if folder != root else Path(".")
+    name = root.name if str(rel) == "." else f"{root.name}/{rel.as_posix()}"
+    status = (summary or {}).get("status") or "unfinished"
+    if status == "running":
+        status = "unfinished"
+    row = {"run": name, "path": str(folder), "study": root.name, "status": status}
+    cfg = flatten(config or {})
+    if summary:
+        for k in SCALARS:
+            row[k] = summary.get(k)
+        row["train_size_used"] = (summary.get("data_sizes") or {}).get("train")
+        row["diverged_at"] = summary.get("diverged_at")
+        env = summary.get("env") or {}
+        row["git_commit"], row["device_used"] = env.get("git_commit"), env.get("device")
+        row.update(flatten_diagnostics(summary.get("diagnostics")))
+    else:
+        row["seed"] = cfg.get("seed")
+        row["epochs"] = cfg.get("train.epochs")
+        row["target_acc"] = cfg.get("train.target_acc")
+        row["epochs_completed"] = int(len(metrics)) if metrics is not None else 0
+    row["has_config"] = config is not None
+    row["num_classes"] = _num_classes(folder, cfg.get("data.name"))
+    row["detail"] = status_detail(row)
+    for k, v in cfg.items():
+        row[f"cfg.{k}"] = fmt_value(v)
+    row["kind"] = reg_kind(cfg) if config is not None else "unknown config"
+    return row, metrics, None
+
+
+def status_detail(row) -> str:
+    s = row["status"]
+    if s == "diverged" and isinstance(row.get("diverged_at"), dict):
+        d = row["diverged_at"]
+        return f"diverged at epoch {d.get('epoch')}, step {d.get('step')} ({d.get('reason')})"
+    if s == "unfinished":
+        return f"unfinished: {row.get('epochs_completed') or 0}/{row.get('epochs') or '?'} epochs in metrics.csv"
+    return s
+
+
+def flatten_diagnostics(diag) -> dict:
+    """diagnostics -> vs_* (variance shift) and inf_* (inference) scalar columns; layers kept as a list."""
+    out = {}
+    if not isinstance(diag, dict):
+        return out
+    vs = diag.get("variance_shift")
+    if isinstance(vs, dict):
+        for k in ("worst_layer", "worst_mean_ratio", "worst_max_ratio", "test_acc", "test_acc_recalibrated"):
+            out[f"vs_{k}"] = vs.get(k)
+        out["vs_layers"] = vs.get("layers") or []
+    inf = diag.get("inference")
+    if isinstance(inf, dict):
+        out["inf_bn_layers_folded"] = inf.get("bn_layers_folded")
+        out["inf_fold_max_abs_diff"] = inf.get("fold_max_abs_diff")
+        for k in ("batch1_ms", "batch256_ms", "throughput"):
+            for mode in ("as_trained", "folded"):
+                out[f"inf_{k}_{mode}"] = (inf.get(k) or {}).get(mode)
+    return out
+
+
+# ---------------------------------------------------------------- configurations
+
+def reg_kind(cfg: dict) -> str:
+    """'none', 'dropout', 'batchnorm', 'both', 'dropout_before_bn' (or layernorm/groupnorm variants)."""
+    norm = str(cfg.get("reg.norm", "none"))
+    try:
+        rate = float(cfg.get("reg.dropout") or 0.0)
+    except (TypeError, ValueError):
+        rate = 0.0
+    has_norm, has_drop = norm not in ("none", "None"), rate > 0
+    nname = NORM_NAMES.get(norm, f"{norm}norm")
+    if not has_norm:
+        return "dropout" if has_drop else "none"
+    if not has_drop:
+        return nname
+    order = list(cfg.get("reg.order") or [])
+    before = "dropout" in order and "norm" in order and order.index("dropout") < order.index("norm")
+    if norm == "batch":
+        return "dropout_before_bn" if before else "both"
+    return f"dropout_before_{nname}" if before else f"{nname}+dropout"
+
+
+KIND_ORDER = ["none", "dropout", "batchnorm", "both", "dropout_before_bn"]
+
+
+def kind_rank(kind: str) -> int:
+    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in IGNORED]
+    known = runs[runs["has_config"]]
+    return [c[4:] for c in cols if known[c].fillna("<missing>").nunique() > 1]
+
+
+def label_dims(runs: pd.DataFrame, varying: list[str]) -> list[str]:
+    """Varying keys not determined by the reg kind (those go into labels)."""
+    known = runs[runs["has_config"]]
+    dims = []
+    for k in varying:
+        per_kind = known.groupby("kind")[f"cfg.{k}"].agg(lambda s: s.fillna("<missing>").nunique())
+        if k not in REG_KEYS or (per_kind > 1).any():
+            dims.append(k)
+    return dims
+
+
+def make_label(row, dims, drop=()) -> str:
+    parts = [] if "kind" in drop else [row["kind"]]
+    for k in dims:
+        if k not in drop:
+            parts.append(f"{SHORT.get(k, k)}={row.get(f'cfg.{k}', 'null')}")
+    return ", ".join(parts) if parts else "all"
+
+
+def _sort_value(v: str):
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def sort_key_for(row, dims, drop=()):
+    """Stable order: other settings first (numeric when possible), then kind (baseline first)."""
+    return tuple(_sort_value(row.get(f"cfg.{k}")) for k in dims if k not in drop) + (kind_rank(row["kind"]), row["kind"])
+
+
+def ordered_labels(runs: pd.DataFrame, dims, drop=(), label_col=None) -> list[str]:
+    seen = {}
+    for _, r in runs.iterrows():
+        lab = r[label_col] if label_col else make_label(r, dims, drop)
+        if lab not in seen:
+            seen[lab] = sort_key_for(r, dims, drop)
+    return sorted(seen, key=lambda k: seen[k])
+
+
+# ---------------------------------------------------------------- everything
+
+def collect(roots, progress: bool | None = None, log=print) -> Collection:
+    found, skipped = find_run_dirs(roots)
+    if not found:
+        where = ", ".join(str(r) for r in roots)
+        raise DropbnError(f"no run folders (summary.json / metrics.csv / .hydra) under {where}")
+    rows, curves = [], []
+    show = len(found) > 20 if progress is None else progress
+    for root, folder in tqdm(found, desc="reading runs", unit="run", disable=not show, leave=False):
+        row, metrics, why = read_run(root, folder)
+        if why:
+            skipped.append((str(folder), why))
+            continue
+        rows.append(row)
+        if metrics is not None and len(metrics):
+            m = metrics.copy()
+            m.insert(0, "run", row["run"])
+            curves.append(m)
+    if not rows:
+        raise DropbnError("no readable runs: " + "; ".join(f"{p}: {w}" for p, w in skipped[:3]))
+    runs = pd.DataFrame(rows)
+    runs = runs.loc[:, ~runs.columns.duplicated()]
+    if runs["run"].duplicated().any():  # two roots with the same name
+        runs["run"] = [f"{r} [{i}]" if d else r for i, (r, d) in
+                       enumerate(zip(runs["run"], runs["run"].duplicated(keep=False)))]
+    varying = varying_keys(runs)
+    dims = label_dims(runs, varying)
+    runs["label"] = [make_label(r, dims) if r["has_config"] else "unknown config" for _, r in runs.iterrows()]
+    order = ordered_labels(runs[runs["has_config"]], dims)
+    if (~runs["has_config"]).any():
+        order.append("unknown config")
+    runs["label"] = pd.Categorical(runs["label"], categories=order, ordered=True)
+    runs = runs.sort_values(["label", "seed", "run"], kind="stable").reset_index(drop=True)
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
+    return Collection(runs=runs, curves=curves_df, skipped=skipped, varying=varying, dims=dims)
