@@ -17,6 +17,7 @@ commands:
            dropbn train --help lists every config group and key)
   report   turn the runs under one or more folders into comparison tables,
            claim checks and figures (dropbn report results/compare_mnist_mlp)
+  diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
 
 Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
 """
@@ -68,6 +69,15 @@ def main(argv=None) -> None:
         from .report.cli import main as report_main
         try:
             report_main(rest)
+        except Exception as e:  # DropbnError: one line
+            from .errors import DropbnError
+            if isinstance(e, DropbnError):
+                _fail(e)
+            raise
+    elif cmd == "diagnose":
+        from .diagnostics import main as diagnose_main
+        try:
+            diagnose_main(rest)
         except Exception as e:  # DropbnError: one line
             from .errors import DropbnError
             if isinstance(e, DropbnError):
