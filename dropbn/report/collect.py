@@ -259,7 +259,10 @@ def make_label(row, dims, drop=()) -> str:
     parts = [] if "kind" in drop else [row["kind"]]
     for k in dims:
         if k not in drop:
-            parts.append(f"{SHORT.get(k, k)}={row.get(f'cfg.{k}', 'null')}")
+            v = row.get(f"cfg.{k}", "null")
+            if k == "data.train_size" and v == "null":
+                v = "full"
+            parts.append(f"{SHORT.get(k, k)}={v}")
     return ", ".join(parts) if parts else "all"
 
 

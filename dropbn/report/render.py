@@ -256,10 +256,10 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -
 
 def runs_csv(runs: pd.DataFrame) -> str:
     r = runs.copy()
+    r["label"] = r["label"].astype(str)
     for c in r.columns:
         if r[c].map(lambda v: isinstance(v, (dict, list))).any():
             r[c] = r[c].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
-    r["label"] = r["label"].astype(str)
     return r.to_csv(index=False)
 
 

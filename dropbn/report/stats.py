@@ -6,6 +6,7 @@ Nothing here reads files or draws; every function takes plain numbers.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,9 @@ def welch(a, b) -> tuple[float, float]:
         return math.nan, math.nan
     if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
         return math.nan, math.nan
-    r = st.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = st.ttest_ind(a, b, equal_var=False)
     return float(r.statistic), float(r.pvalue)
 
 
@@ -94,7 +97,8 @@ def levene(a, b) -> tuple[float, float]:
     a, b = clean(a), clean(b)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         r = st.levene(a, b, center="median")
     w, p = float(r.statistic), float(r.pvalue)
     return (w, p) if math.isfinite(p) else (math.nan, math.nan)
