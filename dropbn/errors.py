@@ -15,3 +15,11 @@ class ConfigError(DropbnError):
 
 class DataError(DropbnError):
     pass
+
+
+class Interrupted(DropbnError):
+    """SIGINT/SIGTERM stopped a run between two steps; exit code 128 + signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

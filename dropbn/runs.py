@@ -101,6 +101,9 @@ class RunDir:
         s = self.read_summary()
         return bool(s) and s.get("status") == "completed"
 
+    def clear_summary(self) -> None:
+        self.file(SUMMARY).unlink(missing_ok=True)
+
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(summary, self.file(SUMMARY))
 
@@ -118,6 +121,30 @@ class RunDir:
         if not p.exists():
             return None
         return torch.load(p, map_location="cpu", weights_only=False)
+
+
+# Keys that say where or how a run executes, not what it computes: a run may be
+# resumed with other values (they are also left out of the folder name).
+RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
+                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a checkpoint's config and the current one describe the same run."""
+    import copy
+
+    def strip(c):
+        c = copy.deepcopy(c)
+        for key in RESUME_IGNORED:
+            *parents, leaf = key.split(".")
+            node = c
+            for p in parents:
+                node = node.get(p, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        return c
+
+    return strip(saved) == strip(current)
 
 
 def _git_commit() -> str | None:

@@ -1,0 +1,52 @@
+"""How many torch threads one run gets when several runs share a machine.
+
+With `train.threads=null` a run takes every core when it runs alone. Under a
+parallel launcher each run gets its share, so that the runs together use the
+machine's cores rather than N x all of them:
+
+  * SLURM (`SLURM_CPUS_PER_TASK` set) or a submitit launcher with
+    `hydra.launcher.cpus_per_task`: that many threads;
+  * joblib (`hydra/launcher=joblib` / `parallel`): cores // workers, where
+    workers = n_jobs (negative: cores + 1 + n_jobs, joblib's rule), capped at the
+    number of runs in the sweep;
+  * submitit_local without cpus_per_task (every run of the sweep starts at once):
+    cores // runs in the sweep.
+
+The number of runs in a sweep comes from the pre-check (dropbn/precheck.py),
+which exports it as DROPBN_SWEEP_JOBS before Hydra starts the workers.
+"""
+from __future__ import annotations
+
+import os
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run_threads(launcher, env=None) -> int | None:
+    """Threads for one run under `launcher` (hydra.launcher), or None to leave torch's default."""
+    env = os.environ if env is None else env
+    launcher = launcher or {}
+    target = str(launcher.get("_target_", ""))
+    cpus = available_cpus()
+    sweep = int(env.get("DROPBN_SWEEP_JOBS") or 0) or None
+    slurm = env.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit() and int(slurm) > 0:
+        return min(int(slurm), cpus)
+    per_task = launcher.get("cpus_per_task")
+    if per_task:
+        return max(1, min(int(per_task), cpus))
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is not None:
+        n = int(n_jobs)
+        workers = n if n > 0 else max(1, cpus + 1 + n)
+        if sweep:
+            workers = min(workers, sweep)
+        return max(1, cpus // workers) if workers > 1 else None
+    if "LocalLauncher" in target and sweep and sweep > 1:
+        return max(1, cpus // sweep)
+    return None
