@@ -43,13 +43,17 @@ def _train_app():
         try:
             validate(cfg)
             hc = HydraConfig.get()
-            n_jobs = hc.launcher.get("n_jobs") if "launcher" in hc else None
-            if cfg.train.threads is None and n_jobs and int(n_jobs) > 1:
-                import os
+            if cfg.train.threads is None:
+                from .parallel import run_threads
 
-                import torch
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(n_jobs)))
-            return run(cfg, hc.runtime.output_dir)["status"]
+                n = run_threads(hc.launcher if "launcher" in hc else None)
+                if n:
+                    import torch
+                    torch.set_num_threads(n)
+            from .signals import GracefulStop
+
+            with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
+                return run(cfg, hc.runtime.output_dir)["status"]
         except DropbnError as e:
             _fail(e)
 
@@ -63,6 +67,9 @@ def main(argv=None) -> None:
         sys.exit(0 if argv else 2)
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
+        from .precheck import precheck
+
+        precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
     elif cmd == "report":

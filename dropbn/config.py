@@ -30,9 +30,16 @@ def dirname(override_dirname: str) -> str:
     return override_dirname.replace("/", "_") if override_dirname else "run"
 
 
+def gpus_for(device) -> int | None:
+    """GPUs a SLURM/submitit job asks for: 1 when device=cuda / cuda:N, else none."""
+    return 1 if str(device).startswith("cuda") else None
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dropbn_dirname"):
         OmegaConf.register_new_resolver("dropbn_dirname", dirname)
+    if not OmegaConf.has_resolver("dropbn_gpus"):
+        OmegaConf.register_new_resolver("dropbn_gpus", gpus_for)
 
 
 register_resolvers()
