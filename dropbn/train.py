@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from . import models
 from .data import Batches, load_data
-from .runs import RunDir, environment, summarize
+from .runs import RunDir, environment, same_config, summarize
+from .signals import requested_signal, stopping
 
 log = logging.getLogger("dropbn")
 
@@ -94,6 +95,8 @@ def run(cfg, out_dir) -> dict:
     if rd.is_completed() and not cfg.train.force:
         log.info(f"already completed, skipping (train.force=true re-runs it): {rd.path}")
         return rd.read_summary()
+    if cfg.train.force:
+        rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
 
     device = resolve_device(cfg.device)
     if cfg.train.threads:
@@ -126,7 +129,7 @@ def run(cfg, out_dir) -> dict:
     rows, start_epoch, train_seconds = [], 0, 0.0
     ckpt = None if cfg.train.force else rd.load_checkpoint()
     if ckpt is not None:
-        if ckpt["config"] != config:
+        if not same_config(ckpt["config"], config):
             raise_config_changed(rd)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -148,6 +151,8 @@ def run(cfg, out_dir) -> dict:
         bar = tqdm(train_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not cfg.train.progress, mininterval=0.5, dynamic_ncols=True)
         for step, (x, y) in enumerate(bar):
+            if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
+                break
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(fwd(x), y)
             opt.zero_grad(set_to_none=True)
@@ -164,6 +169,9 @@ def run(cfg, out_dir) -> dict:
                 if step % 50 == 49:
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         bar.close()
+        if stopping():
+            status = "interrupted"
+            break
         _sync(device)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
@@ -197,6 +205,8 @@ def run(cfg, out_dir) -> dict:
     else:
         status = "completed"
 
+    if status == "interrupted":
+        raise_interrupted(rd, len(rows))
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at, params=models.count_params(model),
                         data=data, config=config, env=environment(device))
     if status == "completed" and cfg.train.diagnostics:
@@ -216,3 +226,13 @@ def raise_config_changed(rd: RunDir):
 
     raise DropbnError(f"{rd.path} holds an unfinished run with a different config; "
                       f"use another folder or train.force=true to start it over")
+
+def raise_interrupted(rd: RunDir, epochs_done: int):
+    import signal
+
+    from .errors import Interrupted
+
+    signum = requested_signal() or signal.SIGINT
+    kept = f"the checkpoint of epoch {epochs_done} is kept" if epochs_done else "no epoch had finished"
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {kept}; run the same command "
+                      f"again to resume: {rd.path}", signum)
