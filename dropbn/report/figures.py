@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import stats  # noqa: E402
@@ -69,29 +70,24 @@ def line_band(ax, df: pd.DataFrame, x: str, y: str, series: str, order, cmap: di
 
 
 def bars_ci(ax, gs: pd.DataFrame, metric: str, scale: float, cmap: dict) -> None:
+    """One bar per configuration (mean), whiskers = 95% CI; n under each label."""
     labs = [str(c) for c in gs["configuration"]]
     means = (gs[f"{metric}_mean"] * scale).tolist()
     errs = (gs[f"{metric}_ci95"].fillna(0) * scale).tolist()
     ax.bar(range(len(labs)), [0 if pd.isna(m) else m for m in means], yerr=errs, capsize=4,
            color=[cmap[lab] for lab in labs], edgecolor="black", linewidth=0.5)
-    ax.set_xticks(range(len(labs)), labs, rotation=30 if len(labs) > 3 else 0,
-                  ha="right" if len(labs) > 3 else "center")
-    for i, n in enumerate(gs[f"{metric}_n"]):
-        top = 0 if pd.isna(means[i]) else means[i] + errs[i]
-        ax.annotate(f"n={int(n)}" if n else "no completed runs", (i, top), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    ticks = [f"{lab}\n(n={int(n)})" for lab, n in zip(labs, gs[f"{metric}_n"])]
+    ax.set_xticks(range(len(labs)), ticks, rotation=30 if len(labs) > 4 else 0,
+                  ha="right" if len(labs) > 4 else "center", fontsize=8)
 
 
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True, note: str = BAND) -> None:
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(f"{xlabel}\n[{note}]" if note else xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
-    if note:
-        ax.annotate(note, (0, 0), xycoords="axes fraction", xytext=(0, -34), textcoords="offset points",
-                    ha="left", va="top", fontsize=7, color="dimgray")
 
 
 # ---------------------------------------------------------------- figures
@@ -99,10 +95,12 @@ def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True, note: 
 def learning_curves(curves: pd.DataFrame, order, cmap, title: str) -> bytes:
     fig, (a1, a2) = new(2, width=6.2)
     line_band(a1, curves, "epoch", "test_acc", "configuration", order, cmap, scale=100, markers=True)
-    finish(a1, f"Test accuracy — {title}", "epoch", "test accuracy (%)", note="")
+    finish(a1, f"Test accuracy — {title}", "epoch", "test accuracy (%)")
     line_band(a2, curves, "epoch", "test_loss", "configuration", order, cmap, label_suffix=" (test)", log=True)
     line_band(a2, curves, "epoch", "train_loss", "configuration", order, cmap, style="--", legend=False, log=True)
     a2.plot([], [], "k--", label="train loss (dashed)")
+    for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     finish(a2, f"Loss (solid: test, dashed: train) — {title}", "epoch", "cross-entropy loss (log scale)",
            note=BAND + "; loss: geometric mean, CI of log10(loss)")
     return png(fig)
@@ -114,7 +112,7 @@ def acc_vs_time(curves: pd.DataFrame, order, cmap, title: str, target=None) -> b
               scale=100, markers=True)
     if target is not None:
         ax.axhline(target * 100, color="gray", linestyle=":", label=f"target {target * 100:g}%")
-    finish(ax, f"Test accuracy vs. training time — {title}", "training time (s, wall-clock, mean per epoch)",
+    finish(ax, f"Test accuracy vs. training time — {title}", "cumulative training time (s, wall-clock; mean over seeds at each epoch)",
            "test accuracy (%)")
     return png(fig)
 
@@ -130,7 +128,8 @@ def bar_figure(gs: pd.DataFrame, metric: str, scale: float, cmap, title: str, yl
             pad = max(0.5, (hi - lo) * 0.3)
             ax.set_ylim(max(0, lo - pad), min(100, hi + pad))
     finish(ax, f"{ylabel} — {title}", "configuration", ylabel, legend=False,
-           note="whiskers: 95% CI across seeds (t distribution); completed runs only")
+           note="whiskers: 95% CI across seeds (t distribution); completed runs only"
+           + ("; y axis zoomed" if zoom else ""))
     return png(fig)
 
 
@@ -142,7 +141,7 @@ def sweep_figure(panels, df: pd.DataFrame, x: str, order, cmap, title: str, xlab
         line_band(ax, df, x, y, "series", order, cmap, scale=scale, markers=True)
         if logx:
             ax.set_xscale("log")
-        finish(ax, f"{ylabel} vs. {xlabel} — {title}", xlabel, ylabel, note=note if ax is axes[-1] else "")
+        finish(ax, f"{ylabel} vs. {xlabel} — {title}", xlabel, ylabel, note=note)
     return png(fig)
 
 
