@@ -335,9 +335,12 @@ def _optional_sections(coll, gs, base, w, add, title, order, cmap) -> None:
     vs = T.variance_shift_table(coll)
     if len(vs):
         add("## Variance shift (Li et al. 2019)\n")
-        add("Ratio of the variance a BN layer sees at test time (eval mode, dropout off) to the running variance "
-            "it learned in training, per channel; 1 = no shift. 'Recalibrated' re-estimates the BN statistics "
-            "in eval mode before testing.\n")
+        add("Per BN layer and channel: the running variance it learned in training divided by the variance of "
+            "its input at test time (eval mode, dropout off) -- Li et al.'s moving/real ratio. 1 = no shift; "
+            "> 1 means training fed the layer more variance than it sees at test time (dropout placed before "
+            "BN does this), so BN divides test activations by too large a standard deviation. Mean and max over "
+            "channels; 'worst' is the layer furthest from 1. 'Recalibrated' re-estimates the BN statistics with "
+            "dropout off (one pass over the training set) before testing, Li et al.'s remedy.\n")
         w.table("variance_shift", vs, index=False, latex=True)
         add(md_table(vs, index=False))
         layers = T.variance_layers(coll)
