@@ -128,9 +128,7 @@ def validate(cfg: DictConfig) -> None:
         v = OmegaConf.select(cfg, key)
         if v is not None and (not isinstance(v, str) or not v):
             raise ConfigError(key, v, "must be a path or null")
-    root = OmegaConf.select(cfg, "data.root")
-    if root and not cfg.data.download and not Path(root).expanduser().is_dir():
-        raise ConfigError("data.root", root, "no such folder (data.download=true would fetch the data there)")
+    # a data.root without the files is reported by the data layer (what is missing, where, how)
     cache_dir = OmegaConf.select(cfg, "data.cache_dir")
     if cache_dir and Path(cache_dir).expanduser().is_file():
         raise ConfigError("data.cache_dir", cache_dir, "is a file; must be a folder (created if missing)")
