@@ -23,6 +23,42 @@ def _norm(kind: str, width: int, conv: bool, groups: int) -> nn.Module:
     raise ValueError(kind)
 
 
+_RAND_MASK_OK: bool | None = None
+
+
+def _rand_mask_is_bernoulli() -> bool:
+    """Whether `rand(float64) < q` draws exactly the mask (and generator state) of `bernoulli_(q)`
+    on this CPU build. Checked once; if not, Dropout below falls back to nn.Dropout's path."""
+    global _RAND_MASK_OK
+    if _RAND_MASK_OK is None:
+        g1, g2 = torch.Generator().manual_seed(1234), torch.Generator().manual_seed(1234)
+        a = torch.empty(4099).bernoulli_(0.7, generator=g1)
+        b = (torch.rand(4099, dtype=torch.float64, generator=g2) < 0.7).float()
+        _RAND_MASK_OK = torch.equal(a, b) and torch.equal(torch.rand(5, generator=g1),
+                                                          torch.rand(5, generator=g2))
+    return _RAND_MASK_OK
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with a faster CPU mask, bit-identical to nn.Dropout's output and gradient.
+
+    On CPU, F.dropout computes `noise = empty_like(x).bernoulli_(1-p).div_(1-p); x * noise`;
+    bernoulli_ is a serial kernel taking as long as the layer's matmul. `rand(float64) < 1-p`
+    consumes the same generator draws and gives the same mask ~2.5x faster (verified once per
+    process, else the stock path). Elsewhere (CUDA's fused kernel, eval, inplace,
+    non-contiguous or low-precision input) this is nn.Dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.training or self.inplace or not 0.0 < self.p < 1.0 or x.device.type != "cpu"
+                or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous()
+                or not _rand_mask_is_bernoulli()):
+            return super().forward(x)
+        keep = 1.0 - self.p
+        noise = (torch.rand(x.shape, dtype=torch.float64) < keep).to(x.dtype).div_(keep)
+        return x * noise
+
+
 def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float) -> nn.Sequential:
     parts = [("conv" if conv else "linear", layer)]
     for tok in reg.order:
@@ -31,7 +67,7 @@ def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float) -> nn.
         elif tok == "act":
             parts.append(("act", nn.ReLU(inplace=False)))
         elif tok == "dropout" and rate > 0:
-            d = nn.Dropout2d(rate) if conv and reg.channel_dropout else nn.Dropout(rate)
+            d = nn.Dropout2d(rate) if conv and reg.channel_dropout else Dropout(rate)
             parts.append(("dropout", d))
     return nn.Sequential(OrderedDict(parts))
 
@@ -49,7 +85,7 @@ def build_mlp(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
         in_features *= int(d)
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     if float(reg.input_dropout) > 0:
-        layers.append(("input_dropout", nn.Dropout(float(reg.input_dropout))))
+        layers.append(("input_dropout", Dropout(float(reg.input_dropout))))
     widths = [int(w) for w in model_cfg.hidden]
     rates = _dense_rates(reg, len(widths))
     prev = in_features
@@ -94,7 +130,7 @@ def build_model(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
 
 
 KIND = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm1d: "norm", nn.BatchNorm2d: "norm",
-        nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.ReLU: "act", nn.Dropout: "dropout",
+        nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.ReLU: "act", nn.Dropout: "dropout", Dropout: "dropout",
         nn.Dropout2d: "dropout", nn.MaxPool2d: "pool", nn.Flatten: "flatten"}
 
 

@@ -51,6 +51,23 @@ def build_scheduler(cfg, opt):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
 
 
+def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.Tensor:
+    """One optimisation step on a batch; returns the detached loss, without a host sync.
+
+    `fwd` is the model (or its torch.compile wrapper), already in train mode.
+    bf16 autocast only when `amp` (the caller enables it on CUDA only).
+    scripts/bench.py times exactly this function.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(fwd(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if max_w:
+        models.apply_max_norm(max_w, max_norm)
+    return loss.detach()
+
+
 @torch.inference_mode()
 def evaluate(model, batches) -> tuple[float, float]:
     """Mean loss and accuracy in eval mode (dropout off, BN running statistics)."""
@@ -101,6 +118,8 @@ def run(cfg, out_dir) -> dict:
     device = resolve_device(cfg.device)
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device)
     model = models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)).to(device)
@@ -153,14 +172,7 @@ def run(cfg, out_dir) -> dict:
         for step, (x, y) in enumerate(bar):
             if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
                 break
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(fwd(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if max_w:
-                models.apply_max_norm(max_w, cfg.reg.max_norm)
-            loss = loss.detach()
+            loss = train_step(fwd, opt, x, y, amp=amp, max_w=max_w, max_norm=cfg.reg.max_norm)
             loss_sum += loss
             first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
             if step % 50 == 49 or device.type == "cpu":
@@ -226,6 +238,7 @@ def raise_config_changed(rd: RunDir):
 
     raise DropbnError(f"{rd.path} holds an unfinished run with a different config; "
                       f"use another folder or train.force=true to start it over")
+
 
 def raise_interrupted(rd: RunDir, epochs_done: int):
     import signal
