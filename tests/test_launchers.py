@@ -1,0 +1,116 @@
+"""Scale-out through Hydra launcher plugins: joblib (local parallel), submitit_local,
+and a real one-node SLURM cluster (scripts/slurm_local.sh up; .ci/run brings it up).
+Each runs a tiny 2-run sweep and checks every run's summary.json, and that parallel
+runs share the cores rather than each taking all of them."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from dropbn.parallel import available_cpus, run_threads
+
+from .conftest import TINY, needs_mnist, run_cli
+
+SWEEP = [*TINY, "data.train_size=1000", "train.eval_train_size=500", "model.hidden=[32]", "train.epochs=1",
+         "device=cpu", "seed=0,1"]
+
+
+def have_plugin(mod: str) -> bool:
+    try:
+        __import__(mod)
+        return True
+    except ImportError:
+        return False
+
+
+needs_joblib = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_joblib_launcher"),
+                                  reason="hydra-joblib-launcher not installed (pip install -e '.[launchers]')")
+needs_submitit = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_submitit_launcher"),
+                                    reason="hydra-submitit-launcher not installed (pip install -e '.[launchers]')")
+
+
+def slurm_reason() -> str | None:
+    if not shutil.which("sinfo") or not shutil.which("sbatch"):
+        return "SLURM client (sinfo/sbatch) not installed; scripts/slurm_local.sh up installs and starts one"
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or not any(s in r.stdout for s in ("idle", "mix", "alloc")):
+        return "no SLURM cluster answering (run scripts/slurm_local.sh up)"
+    return None
+
+
+_SLURM = slurm_reason()
+needs_slurm = pytest.mark.skipif(_SLURM is not None, reason=_SLURM or "")
+
+
+def summaries(root):
+    found = sorted((root / "default").glob("*/summary.json"))
+    return [json.loads(p.read_text()) for p in found]
+
+
+def test_run_threads_share_the_cores():
+    cpus = available_cpus()
+    assert run_threads(None, env={}) is None                                        # alone: torch's default
+    assert run_threads({"n_jobs": 2}, env={}) == max(1, cpus // 2)
+    assert run_threads({"n_jobs": -1}, env={}) == (1 if cpus > 1 else None)         # one worker per core
+    assert run_threads({"n_jobs": 8}, env={"DROPBN_SWEEP_JOBS": "2"}) == max(1, cpus // 2)  # 2 runs only
+    assert run_threads({"n_jobs": 4}, env={"DROPBN_SWEEP_JOBS": "1"}) is None
+    assert run_threads({"cpus_per_task": 1, "_target_": "x.SlurmLauncher"}, env={}) == 1
+    assert run_threads({"cpus_per_task": 99}, env={"SLURM_CPUS_PER_TASK": "1"}) == 1
+    local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
+    assert run_threads(local, env={"DROPBN_SWEEP_JOBS": "2"}) == max(1, cpus // 2)
+
+
+@needs_submitit
+def test_slurm_preset_requests_a_gpu_only_for_cuda():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dropbn.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for device, gpus in (("cuda", 1), ("cuda:1", 1), ("cpu", None), ("auto", None)):
+            cfg = compose("train", [f"device={device}", "hydra/launcher=slurm"], return_hydra_config=True)
+            assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == gpus
+        cfg = compose("train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                "hydra.launcher.timeout_min=30"], return_hydra_config=True)
+        assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.timeout_min == 30
+        assert cfg.hydra.launcher.cpus_per_task == 4 and cfg.hydra.launcher.max_num_timeout == 3
+
+
+@needs_mnist
+@needs_joblib
+def test_joblib_sweep_runs_in_parallel_with_a_share_of_the_cores(tmp_path):
+    r = run_cli(["train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *SWEEP,
+                 f"out_root={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summaries(tmp_path)
+    assert len(s) == 2 and all(x["status"] == "completed" for x in s)
+    assert {x["seed"] for x in s} == {0, 1}
+    assert all(x["env"]["threads"] == max(1, available_cpus() // 2) for x in s)
+
+
+@needs_mnist
+@needs_submitit
+def test_submitit_local_sweep(tmp_path):
+    r = run_cli(["train", "-m", "hydra/launcher=local", *SWEEP, f"out_root={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summaries(tmp_path)
+    assert len(s) == 2 and all(x["status"] == "completed" for x in s)
+    assert all(x["env"]["threads"] == max(1, available_cpus() // 2) for x in s)
+
+
+@needs_mnist
+@needs_submitit
+@needs_slurm
+def test_slurm_sweep_on_a_real_cluster(tmp_path):
+    r = run_cli(["train", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+                 "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", *SWEEP, f"out_root={tmp_path}"],
+                cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = summaries(tmp_path)
+    assert len(s) == 2 and all(x["status"] == "completed" for x in s)
+    assert all(x["env"]["threads"] == 1 for x in s)               # SLURM_CPUS_PER_TASK
+    assert list((tmp_path / "default" / ".submitit").iterdir())  # submitit's job folders, per SLURM job
