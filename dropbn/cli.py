@@ -50,6 +50,12 @@ def _train_app():
                 if n:
                     import torch
                     torch.set_num_threads(n)
+            if str(hc.mode) == "RunMode.MULTIRUN":  # which run of how many (total from the pre-check)
+                import logging
+                import os
+
+                total = os.environ.get("DROPBN_SWEEP_JOBS", "?")
+                logging.getLogger("dropbn").info(f"=== run {hc.job.num + 1}/{total}: {hc.job.override_dirname}")
             from .signals import GracefulStop
 
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
