@@ -1,0 +1,471 @@
+#!/usr/bin/env python
+"""Training / evaluation throughput of dropbn's loop vs a standard DataLoader loop.
+
+    python scripts/bench.py                 # full mode (< ~6 min on an idle 2-core CPU)
+    python scripts/bench.py --quick         # smoke mode (~1 min)
+    python scripts/bench.py --device cuda --workers 8
+
+Cases (batch 128, SGD lr 0.05 momentum 0.9 foreach, reg=both: batch norm + dropout 0.5,
+order [norm, act, dropout]):
+  mnist_mlp  MNIST, MLP 784-1024-1024-10
+  cifar_cnn  CIFAR-10 (the JPEG q75 mirror $DROPBN_DATA_DIR/cifar10-jpeg.tar.gz when present,
+             else torchvision's CIFAR-10), CNN of configs/model/cnn.yaml ([32, 64] conv stages, fc 256)
+
+A = dropbn's loop: resident uint8 tensors, `dropbn.data.Batches` (seeded permutation, batched
+normalisation), `dropbn.models.build_model`, and `dropbn.train.train_step` -- the very function
+`dropbn train` calls -- plus the loop's per-step bookkeeping (loss sum, divergence flag).
+
+B = the "standard DataLoader loop" of the official PyTorch MNIST example: a per-sample map-style
+dataset whose __getitem__ makes a PIL image and applies ToTensor + Normalize, a shuffling
+`torch.utils.data.DataLoader` (default collate), and model(x) / cross_entropy / zero_grad /
+backward / step. For MNIST the dataset is torchvision.datasets.MNIST itself (read from
+$DROPBN_DATA_DIR). For CIFAR-10 the JPEG mirror cannot be read by torchvision's CIFAR10 class,
+so B uses a dataset that does exactly what torchvision's CIFAR10.__getitem__ does (uint8 HWC array
+in memory -> Image.fromarray -> transforms) over the same decoded pixels dropbn trains on.
+Decoding the JPEGs again every epoch (ImageFolder) would only make B slower; we chose the
+in-memory variant so that the comparison is about the loop, not about JPEG decoding.
+Both loops use the same model (same architecture and initial weights from the same seed), the
+same optimizer (dropbn's foreach SGD) and the same normalisation constants. The one model-side
+difference is the memory format: dropbn trains the CNN channels_last (part of its loop), B keeps
+PyTorch's default NCHW as the example does; with channels_last in both (--b-channels-last) the
+CNN ratio measures the data pipeline alone. num_workers for B: 1 on a CPU with <= 2 cores (one worker
+prepares batches while the main process computes, as in the official example), else
+min(8, cores - 1); --workers changes it. Persistent workers, pin_memory on CUDA.
+
+Method: one process; after a warm-up epoch of each loop, R rounds each time A then B in
+alternating order (A B, B A, A B ...), so slow drifts of machine load hit both alike; medians
+over rounds are reported. Training epochs are truncated to N steps (full mode: the MLP runs
+full epochs, 469 steps; the CNN 40 steps = 5,120 images; --steps-mlp/--steps-cnn); both loops
+draw from a continuing stream of batches so a truncated epoch does not charge epoch start-up to
+either. s/epoch is samples-per-epoch / measured samples/s. Evaluation: the 10k test set at
+batch 1000 in eval mode, dropbn's `evaluate` vs the example's test loop (no_grad).
+
+Roofline: the forward and backward GEMMs of the model at batch 128 (Linear: x@W, dY@W, dY^T@x,
+no input gradient for the first layer; Conv: the same on im2col shapes) are timed as plain
+torch.mm on this device each round; the sum is the time a step would take if it did nothing
+but these GEMMs at the rate the machine achieves on these shapes. Roofline s/epoch =
+steps/epoch x that sum; "% roofline" = roofline s/epoch / dropbn's measured s/epoch.
+FLOPs count only GEMM/conv multiply-adds (2 per MAC).
+
+Output: a table on stdout and the same numbers as JSON (--out, default results/bench/bench.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dropbn import models  # noqa: E402
+from dropbn.config import CONFIG_DIR, validate  # noqa: E402
+from dropbn.data import Batches, load_data, resolve_root  # noqa: E402
+from dropbn.train import build_optimizer, evaluate, train_step  # noqa: E402
+
+BATCH = 128
+EVAL_BATCH = 1000
+
+
+# ---------------------------------------------------------------- config / data
+def compose(overrides):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = hcompose("train", overrides=overrides)
+    validate(cfg)
+    return cfg
+
+
+def case_overrides(case: str, cifar_path: str | None) -> list[str]:
+    common = ["reg=both", "optim=sgd", f"train.batch_size={BATCH}"]
+    if case == "mnist_mlp":
+        return ["data=mnist", "model=mlp", *common]
+    if cifar_path:
+        return ["data=imagefolder", f"data.path={cifar_path}", "model=cnn", *common]
+    return ["data=cifar10", "model=cnn", *common]
+
+
+class PILArrayDataset(torch.utils.data.Dataset):
+    """Per-sample dataset as torchvision's MNIST/CIFAR10 classes: uint8 array -> PIL -> transform."""
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, transform):
+        x = x_uint8.cpu().numpy()
+        self.gray = x.shape[1] == 1
+        self.x = x[:, 0] if self.gray else np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # HWC
+        self.y = y.cpu().tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.x[i], mode="L" if self.gray else "RGB")
+        return self.transform(img), self.y[i]
+
+
+def standard_datasets(case, data):
+    """(train, test, what): per-sample datasets with ToTensor + Normalize."""
+    import torchvision.transforms as T
+
+    tf = T.Compose([T.ToTensor(), T.Normalize(data.mean.cpu().tolist(), data.std.cpu().tolist())])
+    if case == "mnist_mlp":
+        import torchvision.datasets as tvd
+
+        root = str(resolve_root(None))
+        try:
+            tr = tvd.MNIST(root, train=True, download=False, transform=tf)
+            te = tvd.MNIST(root, train=False, download=False, transform=tf)
+            return tr, te, "torchvision.datasets.MNIST + ToTensor/Normalize"
+        except RuntimeError:  # only .gz copies (e.g. a staged GPU box): same __getitem__ over dropbn's pixels
+            pass
+    return (PILArrayDataset(data.train.x, data.train.y, tf), PILArrayDataset(data.test.x, data.test.y, tf),
+            "in-memory uint8 -> PIL.Image.fromarray -> ToTensor/Normalize (torchvision CIFAR10-style __getitem__)")
+
+
+def forever(iterable):
+    """Continuing stream of batches: a new pass (epoch) starts when one ends."""
+    while True:
+        yield from iterable
+
+
+# ---------------------------------------------------------------- the two loops
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def dropbn_epoch(model, opt, stream, steps, device, amp):
+    """dropbn's training loop body (as in dropbn/train.py), over `steps` batches."""
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    for step in range(steps):
+        x, y = next(stream)
+        loss = train_step(model, opt, x, y, amp=amp)
+        loss_sum += loss
+        first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
+        if step % 50 == 49 or device.type == "cpu":
+            if first_bad.item() >= 0:
+                raise RuntimeError("benchmark run diverged")
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def standard_epoch(model, opt, stream, steps, device, amp):
+    """The official example's train loop (cross_entropy on logits instead of nll_loss on log_softmax)."""
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        data, target = next(stream)
+        data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        if model.channels_last:
+            data = data.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(data), target)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def dropbn_eval(model, batches, device):
+    sync(device)
+    t0 = time.perf_counter()
+    evaluate(model, batches)
+    return time.perf_counter() - t0
+
+
+def standard_eval(model, loader, device):
+    sync(device)
+    t0 = time.perf_counter()
+    model.eval()
+    test_loss, correct = 0.0, 0
+    with torch.no_grad():
+        for data, target in loader:
+            data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if model.channels_last:
+                data = data.contiguous(memory_format=torch.channels_last)
+            output = model(data)
+            test_loss += F.cross_entropy(output, target, reduction="sum").item()
+            correct += output.argmax(dim=1).eq(target).sum().item()
+    model.train()
+    return time.perf_counter() - t0
+
+
+def bookkeeping_us(device, n=2000):
+    """Cost per step of the loop's divergence bookkeeping (incl. the per-step .item() on CPU)."""
+    loss = torch.tensor(0.5, device=device)
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    sync(device)
+    t0 = time.perf_counter()
+    for step in range(n):
+        loss_sum += loss
+        first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
+        if first_bad.item() >= 0:
+            break
+    sync(device)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+# ---------------------------------------------------------------- roofline
+def gemm_shapes(model, in_shape, batch, device):
+    """(M, K, N) of every forward/backward GEMM of one training step (im2col for convs)."""
+    shapes, hooks, first = [], [], [True]
+
+    def hook(mod, inp, out):
+        x = inp[0]
+        if isinstance(mod, nn.Linear):
+            m, k, n = x.shape[0], mod.in_features, mod.out_features
+        else:  # Conv2d, as im2col GEMM
+            m = out.shape[0] * out.shape[2] * out.shape[3]
+            k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
+            n = mod.out_channels
+        shapes.append((m, k, n))        # forward      Y = X W
+        shapes.append((n, m, k))        # weight grad  dW = dY^T X
+        if not first[0]:
+            shapes.append((m, n, k))    # input grad   dX = dY W^T (none for the first layer)
+        first[0] = False
+
+    for mod in model.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            hooks.append(mod.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        p = next(model.parameters())
+        model(torch.zeros((batch, *in_shape), device=device, dtype=p.dtype))
+    model.train(was)
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def gemm_step_seconds(shapes, device, reps):
+    """Median over `reps` of the summed torch.mm time of all shapes."""
+    mats = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes]
+    for a, b in mats:  # warm-up
+        torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        for a, b in mats:
+            torch.mm(a, b)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- one case
+def bench_case(case, args, device):
+    cifar = None
+    if case == "cifar_cnn":
+        p = Path(args.cifar_path) if args.cifar_path else resolve_root(None) / "cifar10-jpeg.tar.gz"
+        cifar = str(p) if p.exists() else None
+    cfg = compose(case_overrides(case, cifar))
+    data = load_data(cfg.data, device)
+    n_cls = len(data.classes)
+    cl = cfg.model.name == "cnn" and device.type != "mps"  # as dropbn/train.py
+    steps = args.steps_mlp if case == "mnist_mlp" else args.steps_cnn
+    n_eval = min(len(data.test), args.eval_cnn if case == "cifar_cnn" else len(data.test))
+    test = data.test if n_eval == len(data.test) else data.test.subset(torch.arange(n_eval, device=device))
+
+    def make_model(channels_last):
+        torch.manual_seed(cfg.seed)
+        m = models.build_model(cfg.model, cfg.reg, data.shape, n_cls).to(device)
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        m.channels_last = channels_last
+        return m
+
+    # A: dropbn
+    model_a = make_model(cl)
+    opt_a = build_optimizer(cfg, model_a.parameters())
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    stream_a = forever(Batches(data.train, BATCH, data.mean, data.std, shuffle=True, generator=gen,
+                               channels_last=cl))
+    eval_a = Batches(test, EVAL_BATCH, data.mean, data.std, channels_last=cl)
+    # B: standard DataLoader loop
+    model_b = make_model(cl and args.b_channels_last)
+    opt_b = build_optimizer(cfg, model_b.parameters())
+    tr_ds, te_ds, what = standard_datasets(case, data)
+    if n_eval < len(te_ds):
+        te_ds = torch.utils.data.Subset(te_ds, range(n_eval))
+    kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda",
+              persistent_workers=args.workers > 0)
+    train_loader = torch.utils.data.DataLoader(tr_ds, batch_size=BATCH, shuffle=True,
+                                               generator=torch.Generator().manual_seed(cfg.seed), **kw)
+    test_loader = torch.utils.data.DataLoader(te_ds, batch_size=EVAL_BATCH, shuffle=False, **kw)
+    stream_b = forever(train_loader)
+
+    shapes = gemm_shapes(model_a, data.shape, BATCH, device)
+    flops_step = sum(2 * m * k * n for m, k, n in shapes)
+    n_train = len(data.train)
+    steps_per_epoch = len(Batches(data.train, BATCH, data.mean, data.std, shuffle=True))
+
+    res = {"what_b": what, "channels_last_a": cl, "channels_last_b": model_b.channels_last,
+           "train_samples_per_epoch": n_train, "steps_per_epoch": steps_per_epoch,
+           "measured_steps": steps, "eval_samples": n_eval, "gemm_shapes_mkn": shapes,
+           "gemm_gflop_per_step": flops_step / 1e9, "dropbn_train_sps": [], "dataloader_train_sps": [],
+           "dropbn_eval_s": [], "dataloader_eval_s": [], "gemm_step_s": [], "order": []}
+    amp = args.amp and device.type == "cuda"
+    bar = tqdm(total=2 + args.rounds, desc=f"{case}: warm-up", unit="round", dynamic_ncols=True)
+    # warm-up: a few steps of each loop, one eval batch of each, GEMMs (and worker start-up)
+    w = max(3, steps // 10)
+    dropbn_epoch(model_a, opt_a, stream_a, w, device, amp)
+    standard_epoch(model_b, opt_b, stream_b, w, device, amp)
+    evaluate(model_a, Batches(test.subset(torch.arange(min(EVAL_BATCH, n_eval), device=device)),
+                              EVAL_BATCH, data.mean, data.std, channels_last=cl))
+    standard_eval(model_b, [next(iter(test_loader))], device)
+    gemm_step_seconds(shapes, device, 1)
+    bar.update(1)
+    bar.set_description(f"{case}: bookkeeping")
+    res["bookkeeping_us_per_step"] = bookkeeping_us(device)
+    bar.update(1)
+    for r in range(args.rounds):
+        bar.set_description(f"{case}: round {r + 1}/{args.rounds}")
+        order = "AB" if r % 2 == 0 else "BA"
+        res["order"].append(order)
+        for v in order:
+            if v == "A":
+                res["dropbn_train_sps"].append(steps * BATCH / dropbn_epoch(model_a, opt_a, stream_a, steps, device, amp))
+                res["dropbn_eval_s"].append(dropbn_eval(model_a, eval_a, device))
+            else:
+                res["dataloader_train_sps"].append(steps * BATCH / standard_epoch(model_b, opt_b, stream_b, steps, device, amp))
+                res["dataloader_eval_s"].append(standard_eval(model_b, test_loader, device))
+        res["gemm_step_s"].append(gemm_step_seconds(shapes, device, args.gemm_reps))
+        bar.update(1)
+    bar.close()
+    del stream_b, train_loader, test_loader  # stop the workers
+
+    med = {k: statistics.median(res[k]) for k in ("dropbn_train_sps", "dataloader_train_sps", "dropbn_eval_s",
+                                                  "dataloader_eval_s", "gemm_step_s")}
+    res["median"] = med
+    res["ratio_train"] = med["dropbn_train_sps"] / med["dataloader_train_sps"]
+    res["ratio_eval"] = med["dataloader_eval_s"] / med["dropbn_eval_s"]
+    res["dropbn_epoch_s"] = n_train / med["dropbn_train_sps"]
+    res["dataloader_epoch_s"] = n_train / med["dataloader_train_sps"]
+    res["gemm_gflops"] = flops_step / med["gemm_step_s"] / 1e9
+    res["roofline_epoch_s"] = steps_per_epoch * med["gemm_step_s"]
+    res["roofline_fraction"] = res["roofline_epoch_s"] / res["dropbn_epoch_s"]
+    res["dropbn_eval_samples_per_s"] = n_eval / med["dropbn_eval_s"]
+    res["data"] = cfg.data.name + (f" ({Path(cfg.data.path).name})" if cfg.data.name == "imagefolder" else "")
+    res["model"] = models.describe(model_a, data.shape).splitlines()[-1]
+    return res
+
+
+# ---------------------------------------------------------------- report
+def table(results) -> str:
+    lines = ["| case | dropbn train (samples/s) | DataLoader train (samples/s) | ratio | dropbn s/epoch "
+             "| DataLoader s/epoch | GEMM GFLOP/s | roofline s/epoch | % of roofline | eval test set: dropbn s "
+             "| DataLoader s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case, r in results.items():
+        m = r["median"]
+        lines.append(f"| {case} | {m['dropbn_train_sps']:,.0f} | {m['dataloader_train_sps']:,.0f} "
+                     f"| {r['ratio_train']:.2f}x | {r['dropbn_epoch_s']:.1f} | {r['dataloader_epoch_s']:.1f} "
+                     f"| {r['gemm_gflops']:.0f} | {r['roofline_epoch_s']:.1f} | {100 * r['roofline_fraction']:.0f}% "
+                     f"| {m['dropbn_eval_s']:.2f} ({r['eval_samples']:,}) | {m['dataloader_eval_s']:.2f} |")
+    return "\n".join(lines)
+
+
+TARGETS = {  # issue 6, on the 2-core CPU
+    "mnist_mlp train >= 2x DataLoader": lambda R: R["mnist_mlp"]["ratio_train"] >= 2.0,
+    "mnist_mlp >= 60% of roofline": lambda R: R["mnist_mlp"]["roofline_fraction"] >= 0.6,
+    "cifar_cnn train >= 1.3x DataLoader": lambda R: R["cifar_cnn"]["ratio_train"] >= 1.3,
+    "mnist_mlp eval of 10k test set < 1 s": lambda R: R["mnist_mlp"]["median"]["dropbn_eval_s"] < 1.0,
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke mode: few steps, 2 rounds")
+    ap.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "bench.json"))
+    ap.add_argument("--cases", default="mnist_mlp,cifar_cnn")
+    ap.add_argument("--rounds", type=int, help="A/B rounds (full 3, quick 2)")
+    ap.add_argument("--steps-mlp", type=int, help="steps per measured MLP epoch (full: whole epoch, 469)")
+    ap.add_argument("--steps-cnn", type=int, help="steps per measured CNN epoch (full 40, quick 8)")
+    ap.add_argument("--eval-cnn", type=int, help="CNN test images evaluated (full 10000, quick 2000)")
+    ap.add_argument("--workers", type=int, help="DataLoader workers (default 1 on <= 2 cores, else min(8, cores-1))")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, = cores)")
+    ap.add_argument("--b-channels-last", action="store_true",
+                    help="train the DataLoader loop's CNN channels_last too (default: NCHW, as the example)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA only)")
+    ap.add_argument("--cifar-path", help="CIFAR-10 image archive (default $DROPBN_DATA_DIR/cifar10-jpeg.tar.gz)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.rounds = args.rounds or (2 if q else 3)
+    args.steps_mlp = args.steps_mlp or (60 if q else 469)
+    args.steps_cnn = args.steps_cnn or (8 if q else 40)
+    args.eval_cnn = args.eval_cnn or (2000 if q else 10000)
+    args.gemm_reps = 3 if q else 5
+    cores = os.cpu_count() or 1
+    if args.workers is None:
+        args.workers = 1 if cores <= 2 else min(8, cores - 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as dropbn/train.py does on CUDA
+
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    results = {c: bench_case(c, args, device) for c in args.cases.split(",")}
+    meta = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu": platform.processor() or platform.machine(), "cores": cores,
+            "torch_threads": torch.get_num_threads(), "dataloader_workers": args.workers,
+            "torch": torch.__version__, "python": platform.python_version(), "quick": q, "amp": args.amp,
+            "rounds": args.rounds, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH,
+            "loadavg_start": load0, "loadavg_end": os.getloadavg(), "wall_s": time.perf_counter() - t0,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    checks = {}
+    for name, f in TARGETS.items():
+        try:
+            checks[name] = bool(f(results))
+        except KeyError:
+            pass
+    out = {"meta": meta, "results": results, "targets": checks}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+    print(f"\ndevice {device} ({meta['gpu'] or meta['cpu']}), {cores} cores, torch threads "
+          f"{meta['torch_threads']}, DataLoader workers {args.workers}, torch {torch.__version__}, "
+          f"load average {load0[0]:.1f} -> {meta['loadavg_end'][0]:.1f}, {meta['wall_s']:.0f} s"
+          + (" [--quick]" if q else ""))
+    print(f"medians over {args.rounds} interleaved A/B rounds; batch {BATCH}; training epochs truncated to "
+          + ", ".join(f"{c} {r['measured_steps']} steps" for c, r in results.items()) + "\n")
+    print(table(results))
+    for c, r in results.items():
+        print(f"\n{c}: B = {r['what_b']}; loop bookkeeping {r['bookkeeping_us_per_step']:.0f} us/step; "
+              f"GEMM {r['gemm_gflop_per_step']:.2f} GFLOP/step")
+    if device.type == "cpu" and checks:
+        print("\ntargets (issue 6, 2-core CPU):")
+        for name, ok in checks.items():
+            print(f"  [{'ok' if ok else 'MISSED'}] {name}")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# GPU check for issue 6 (speed), prepared to run once on a lent GPU machine (an H200 here);
+# nothing in it has been run on a GPU yet. Budget: about 8 minutes of wall time.
+#
+#   OUT=/some/dir scripts/gpu_check.sh      # everything lands in $OUT (default results/bench/gpu)
+#
+# 1. environment (nvidia-smi, torch, CUDA)                               -> $OUT/env.txt
+# 2. scripts/bench.py --device cuda (MNIST MLP + CIFAR CNN, dropbn vs DataLoader, eval, GEMM roofline)
+#                                                                        -> $OUT/bench.json, bench.log
+# 3. the same with bf16 autocast in both loops (--amp)                   -> $OUT/bench_amp.json
+# 4. a short CIFAR-10 CNN comparison sweep on the GPU (5 reg presets, seed 0, 4 epochs, the
+#    10k-image subset of +exp=compare_cifar10_cnn), then reg=both with train.amp=true,
+#    train.compile=true and both                                         -> $OUT/sweep.log, summaries.json
+#
+# Needs: torch with CUDA (.venv/bin/python, else $PY, else python3) and the data. The data root is
+# $DROPBN_DATA_DIR, else ./shared/data, ../shared/data, ./.gpudata or ./data; it must hold MNIST/raw
+# (the IDX files, plain or .gz) and cifar10-jpeg.tar.gz. On the lent machine ../shared does not
+# travel: stage a small copy inside the checkout first, e.g.
+#   mkdir -p .gpudata/MNIST/raw && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" \
+#     > ".gpudata/MNIST/raw/$(basename "$f").gz"; done && cp ../shared/data/cifar10-jpeg.tar.gz .gpudata/
+#   echo /.gpudata/ >> .git/info/exclude          # then carry .gpudata (about 31 MB)
+# (bench.py's MNIST baseline then uses a torchvision-MNIST-equivalent dataset over the same pixels.)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-results/bench/gpu}
+mkdir -p "$OUT"
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+export PYTHONUNBUFFERED=1
+export DROPBN_CACHE_DIR=${DROPBN_CACHE_DIR:-/tmp/dropbn-cache-gpu}
+if [ -z "${DROPBN_DATA_DIR:-}" ]; then
+  for d in shared/data ../shared/data .gpudata data; do
+    if [ -f "$d/cifar10-jpeg.tar.gz" ]; then DROPBN_DATA_DIR=$d; break; fi
+  done
+fi
+export DROPBN_DATA_DIR=${DROPBN_DATA_DIR:-data}
+CIFAR="$DROPBN_DATA_DIR/cifar10-jpeg.tar.gz"
+[ -f "$CIFAR" ] || { echo "gpu_check: no $CIFAR (see the header for staging the data)" | tee "$OUT/env.txt"; exit 2; }
+
+{
+  echo "== $(date)"; nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
+  echo "data $DROPBN_DATA_DIR, cache $DROPBN_CACHE_DIR, cores $(nproc)"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+# 2-3: benchmark (DataLoader workers min(8, cores-1); tqdm bars go to the log)
+timeout 240 "$PY" scripts/bench.py --device cuda --out "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v "it/s\]\|round\]\|img\]" || true
+timeout 120 "$PY" scripts/bench.py --device cuda --amp --rounds 2 --out "$OUT/bench_amp.json" 2>&1 \
+  | tee -a "$OUT/bench.log" | grep -v "it/s\]\|round\]\|img\]" || true
+
+# 4: short sweep on the GPU
+RES=/tmp/dropbn-gpu-results
+rm -rf "$RES"
+common=(data=imagefolder "data.path=$CIFAR" device=cuda "out_root=$RES" seed=0 train.epochs=4
+        train.diagnostics=false train.progress=false)
+{
+  echo "== sweep: 5 reg presets, fp32"
+  time timeout 200 "$PY" -m dropbn.cli train -m +exp=compare_cifar10_cnn "${common[@]}" \
+    reg=none,dropout,batchnorm,both,dropout_before_bn
+  for extra in "train.amp=true" "train.compile=true" "train.amp=true train.compile=true"; do
+    echo "== reg=both $extra"
+    # shellcheck disable=SC2086
+    time timeout 150 "$PY" -m dropbn.cli train +exp=compare_cifar10_cnn "${common[@]}" reg=both $extra
+  done
+} > "$OUT/sweep.log" 2>&1
+tail -n 40 "$OUT/sweep.log"
+
+"$PY" - "$RES" "$OUT/summaries.json" <<'EOF'
+import json, sys
+from pathlib import Path
+rows = []
+for f in sorted(Path(sys.argv[1]).rglob("summary.json")):
+    s = json.loads(f.read_text())
+    rows.append({"run": str(f.parent.relative_to(sys.argv[1])), "status": s.get("status"),
+                 "final_test_acc": s.get("final_test_acc"), "seconds_per_epoch": s.get("seconds_per_epoch")})
+Path(sys.argv[2]).write_text(json.dumps(rows, indent=2) + "\n")
+for r in rows:
+    print(f"{r['run']:<70} {r['status']:<10} acc {r['final_test_acc']}  {r['seconds_per_epoch']} s/epoch")
+EOF
+echo "gpu_check: done, files in $OUT"
