@@ -40,9 +40,9 @@ def _train_app():
         from .errors import DropbnError
         from .train import run
 
+        hc = HydraConfig.get()
         try:
             validate(cfg)
-            hc = HydraConfig.get()
             if cfg.train.threads is None:
                 from .parallel import run_threads
 
@@ -62,6 +62,14 @@ def _train_app():
                 return run(cfg, hc.runtime.output_dir)["status"]
         except DropbnError as e:
             _fail(e)
+        except Exception as e:  # a bug or a crash: leave status "failed" for the report, then raise
+            from omegaconf import OmegaConf
+
+            from .runs import RunDir
+            RunDir(hc.runtime.output_dir).write_summary(
+                {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed,
+                 "config": OmegaConf.to_container(cfg, resolve=True)})
+            raise
 
     return train
 

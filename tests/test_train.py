@@ -111,3 +111,20 @@ def test_cli_missing_data_offline_is_one_line_exit_2(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert "MNIST not found under" in lines[0] and "nothing" in lines[0]
+
+
+def test_crash_leaves_failed_summary(tmp_path):
+    """A crash inside a run (not an input error) is recorded as status=failed, then raised."""
+    import subprocess
+    import sys
+
+    code = ("import dropbn.train as t\n"
+            "def boom(cfg, out):\n    raise RuntimeError('simulated crash')\n"
+            "t.run = boom\n"
+            "from dropbn.cli import main\n"
+            f"main(['train', 'train.epochs=1', 'out_root={tmp_path}', 'name=crash'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "simulated crash" in r.stderr
+    s = json.loads((tmp_path / "crash" / "train.epochs=1" / "summary.json").read_text())
+    assert s["status"] == "failed" and "RuntimeError: simulated crash" in s["error"]
+    assert s["config"]["train"]["epochs"] == 1
