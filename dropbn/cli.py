@@ -86,24 +86,19 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd == "report":
-        from .report.cli import main as report_main
+    elif cmd in ("report", "diagnose"):
+        from .errors import DropbnError
+
+        if cmd == "report":
+            from .report.cli import main as sub_main
+        else:
+            from .diagnostics import main as sub_main
         try:
-            report_main(rest)
-        except Exception as e:  # DropbnError: one line
-            from .errors import DropbnError
-            if isinstance(e, DropbnError):
-                _fail(e)
-            raise
-    elif cmd == "diagnose":
-        from .diagnostics import main as diagnose_main
-        try:
-            diagnose_main(rest)
-        except Exception as e:  # DropbnError: one line
-            from .errors import DropbnError
-            if isinstance(e, DropbnError):
-                _fail(e)
-            raise
+            rc = sub_main(rest)
+        except DropbnError as e:  # an input problem: one line, exit 2
+            _fail(e)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     else:
         print(f"dropbn: error: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
