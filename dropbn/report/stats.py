@@ -26,7 +26,7 @@ VERDICT_RULE = (
     "decided by its sign and marked 'exact'. "
     "The stability claim uses Levene's test (median-centred, i.e. Brown-Forsythe) on the "
     "final test accuracy across seeds instead, with the same alpha and sign rule on the "
-    "standard deviations; with 3 seeds per configuration it has little power and is usually inconclusive."
+    "standard deviations; with a handful of seeds per configuration it has little power and is usually inconclusive."
 )
 
 
