@@ -159,6 +159,6 @@ def variance_layers(layers: pd.DataFrame, order, cmap, title: str) -> bytes:
     ax.axhline(1.0, color="gray", linestyle=":", label="no shift (ratio 1)")
     ax.set_xticks(range(len(names)), names)
     finish(ax, f"Variance shift per BN layer — {title}", "batch-norm layer",
-           "test-time input variance / running variance\n(mean over channels)",
+           "running variance / test-time input variance\n(mean over channels)",
            note="whiskers: 95% CI across seeds")
     return png(fig)
