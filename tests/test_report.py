@@ -164,6 +164,9 @@ def test_report_files_and_contents(sweep):
     assert "## The article's comparison table, measured" in md and "## Claims check" in md
     assert "Welch" in md and "alpha = 0.05" in md
     assert "plain ReLU" in md and "running statistics" in md
+    setup = next(line for line in md.splitlines() if line.startswith("Setup (the same for every run):"))
+    assert "training images all" in setup and "MLP widths [64,64]" in setup and "epochs 3" in setup
+    assert "lr 0.05" in setup and "batch size 128" in setup
     assert "## Learning-rate tolerance" not in md and "## Training-set size" not in md
     assert "## Placement" in md  # dropout_before_bn is a placement variant
     for f in ("runs.csv", "tables/comparison.csv", "tables/comparison.tex", "tables/claims.csv",

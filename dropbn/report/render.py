@@ -113,6 +113,32 @@ def title_of(runs: pd.DataFrame) -> str:
     return f"{data or 'unknown data'} · {', '.join(dict.fromkeys(models)) or 'unknown model'}"
 
 
+SETUP_KEYS = [("data.train_size", "training images"), ("data.val_size", "validation images"),
+              ("data.augment", "augmentation"), ("model.hidden", "MLP widths"), ("model.channels", "conv channels"),
+              ("model.fc", "dense widths"), ("optim.name", "optimizer"), ("optim.lr", "lr"),
+              ("optim.momentum", "momentum"), ("optim.weight_decay", "weight decay"),
+              ("train.epochs", "epochs"), ("train.batch_size", "batch size"), ("train.schedule", "lr schedule")]
+
+
+def _setup_line(runs: pd.DataFrame, varying: set) -> str:
+    """The settings every run shares (data size, model widths, optimizer, epochs, ...), as prose."""
+    parts = []
+    for key, name in SETUP_KEYS:
+        col = f"cfg.{key}"
+        if key in varying or col not in runs:
+            continue
+        vals = {str(v) for v in runs[col] if not (isinstance(v, float) and math.isnan(v))}
+        if len(vals) != 1:
+            continue
+        v = vals.pop()
+        if v in ("None", "null", "nan", "<NA>"):
+            if key != "data.train_size":
+                continue
+            v = "all"
+        parts.append(f"{name} {v}")
+    return ", ".join(parts)
+
+
 def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -> Path:
     w = Writer(out)
     runs = coll.runs
@@ -137,6 +163,9 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -
         + ". Every number is mean ± 95% confidence half-width over seeds (t distribution) with the number "
           "of runs n; accuracy statistics use completed runs only.")
     add(f"Baseline: `{baseline}` (compared with configurations sharing every other varying setting).\n")
+    setup = _setup_line(runs, set(varying))
+    if setup:
+        add(f"Setup (the same for every run): {setup}.\n")
     commits = sorted({str(c) for c in runs.get("git_commit", pd.Series(dtype=object)).dropna()})
     devices = sorted({str(c) for c in runs.get("device_used", pd.Series(dtype=object)).dropna()})
     if commits or devices:
