@@ -12,9 +12,12 @@ BIN=${BIN:-.venv/bin}
 DATA=${DROPBN_DATA_DIR:-data}
 STAGES=${STAGES:-train diagnose report}
 studies=("$@")
-[ ${#studies[@]} -eq 0 ] && studies=(compare_mnist_mlp lr_mnist_mlp datasize_mnist_mlp compare_fashion_mlp compare_cifar10_cnn)
+[ ${#studies[@]} -eq 0 ] && studies=(compare_mnist_mlp lr_mnist_mlp datasize_mnist_mlp compare_fashion_mlp compare_cifar10_cnn droprate_mnist_mlp placement_mnist_mlp)
 for s in "${studies[@]}"; do
   extra=()
+  if [ "$s" = compare_mnist_mlp ]; then
+    extra=(seed=0,1,2,3,4)   # the headline study: five seeds
+  fi
   if [ "$s" = compare_cifar10_cnn ] && [ -f "$DATA/cifar10-jpeg.tar.gz" ]; then
     extra=(data=imagefolder "data.path=$DATA/cifar10-jpeg.tar.gz")
   fi
@@ -26,7 +29,8 @@ for s in "${studies[@]}"; do
     echo "sweep $s: $(( $(date +%s) - start )) s wall" | tee -a "results/$s/sweep_times.txt"
   fi
   # diagnostics after training, on an idle machine (timings), one thread for steady numbers
-  if [[ " $STAGES " == *" diagnose "* ]]; then
+  # (variance shift / folding / timing: for the comparison and placement studies)
+  if [[ " $STAGES " == *" diagnose "* && ( $s == compare_* || $s == placement_* ) ]]; then
     "$BIN/dropbn" diagnose "results/$s" --skip-done --threads 1
   fi
   if [[ " $STAGES " == *" report "* ]]; then
