@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import models
 from .data import Batches, load_data
-from .runs import RunDir, environment, same_config, summarize
+from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
 from .signals import requested_signal, stopping
 
 log = logging.getLogger("dropbn")
@@ -127,7 +127,7 @@ def run(cfg, out_dir) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     desc = models.describe(model, data.shape)
-    rd.write_text("model.txt", desc + "\n")
+    rd.write_text(MODEL_TXT, desc + "\n")
     opt = build_optimizer(cfg, model.parameters())
     sched = build_scheduler(cfg, opt)
     max_w = models.hidden_weights(model) if cfg.reg.max_norm else []

@@ -25,12 +25,13 @@ import yaml
 from tqdm import tqdm
 
 from ..errors import DropbnError
+from ..runs import METRICS, MODEL_TXT, RESUME_IGNORED, SUMMARY
 
-SUMMARY, METRICS, HYDRA = "summary.json", "metrics.csv", ".hydra"
+HYDRA = ".hydra"
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
 
-IGNORED = {"seed", "device", "train.progress", "train.force", "train.threads", "train.diagnostics",
-           "data.root", "data.cache_dir", "data.path", "name", "out_root"}
+# keys that say where/how a run executed (shared with resume), plus the seed and the study name
+IGNORED = {"seed", "name", "data.path", *RESUME_IGNORED}
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
@@ -113,7 +114,7 @@ def fmt_value(v) -> str:
 
 def _num_classes(folder: Path, data_name) -> int | None:
     try:
-        for line in (folder / "model.txt").read_text().splitlines():
+        for line in (folder / MODEL_TXT).read_text().splitlines():
             m = re.match(r"^head\S*\s.*\((\d+),\)", line)
             if m:
                 return int(m.group(1))
