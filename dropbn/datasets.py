@@ -1,0 +1,36 @@
+"""Facts about the built-in data sets, defined once.
+
+Torch-free on purpose: the config check, the data layer and the report (which
+never imports torch) all read these facts from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    name: str                      # config value of data.name
+    label: str                     # human name in logs and reports
+    classes: tuple[str, ...]       # class names, in label order
+    train_images: int              # training images before data.val_size is held out
+    test_images: int
+    shape: tuple[int, int, int]    # (C, H, W)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS: dict[str, DatasetFacts] = {f.name: f for f in (
+    DatasetFacts("mnist", "MNIST", tuple(str(i) for i in range(10)), 60000, 10000, (1, 28, 28)),
+    DatasetFacts("fashion_mnist", "Fashion-MNIST",
+                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), 60000, 10000, (1, 28, 28)),
+    DatasetFacts("cifar10", "CIFAR-10",
+                 ("airplane", "automobile", "bird", "cat", "deer",
+                  "dog", "frog", "horse", "ship", "truck"), 50000, 10000, (3, 32, 32)),
+)}
+# data.name values: the built-in sets above plus a user's own image folder (facts read from disk)
+IMAGEFOLDER = "imagefolder"
+DATA_NAMES = (*DATASETS, IMAGEFOLDER)
