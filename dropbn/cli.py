@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         if cmd == "report":
             from .report.cli import main as sub_main
         else:
-            from .diagnostics import main as sub_main
+            from .diagnose import main as sub_main
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2

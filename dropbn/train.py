@@ -16,20 +16,13 @@ from tqdm import tqdm
 
 from . import models
 from .data import Batches, load_data
+from .device import place, resolve_device, sync, uses_channels_last
+from .diagnose import run_diagnostics
+from .measure import evaluate
 from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
 from .signals import requested_signal, stopping
 
 log = logging.getLogger("dropbn")
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(spec)
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -68,29 +61,6 @@ def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.T
     return loss.detach()
 
 
-@torch.inference_mode()
-def evaluate(model, batches) -> tuple[float, float]:
-    """Mean loss and accuracy in eval mode (dropout off, BN running statistics)."""
-    was = model.training
-    model.eval()
-    loss = acc = None
-    n = 0
-    for x, y in batches:
-        out = model(x).float()
-        l_ = F.cross_entropy(out, y, reduction="sum")
-        a_ = (out.argmax(1) == y).sum()
-        loss = l_ if loss is None else loss + l_
-        acc = a_ if acc is None else acc + a_
-        n += len(y)
-    model.train(was)
-    return loss.item() / n, acc.item() / n
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _rng_state(device, gen) -> dict:
     s = {"torch": torch.get_rng_state(), "batches": gen.get_state()}
     if device.type == "cuda":
@@ -122,10 +92,8 @@ def run(cfg, out_dir) -> dict:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device)
-    model = models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)).to(device)
-    channels_last = cfg.model.name == "cnn" and device.type != "mps"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    channels_last = uses_channels_last(cfg.model.name, device)
+    model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), device, channels_last)
     desc = models.describe(model, data.shape)
     rd.write_text(MODEL_TXT, desc + "\n")
     opt = build_optimizer(cfg, model.parameters())
@@ -163,7 +131,7 @@ def run(cfg, out_dir) -> dict:
     status, diverged_at = "running", None
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -184,7 +152,7 @@ def run(cfg, out_dir) -> dict:
         if stopping():
             status = "interrupted"
             break
-        _sync(device)
+        sync(device)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         bad_step = int(first_bad.item())
@@ -222,7 +190,6 @@ def run(cfg, out_dir) -> dict:
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at, params=models.count_params(model),
                         data=data, config=config, env=environment(device))
     if status == "completed" and cfg.train.diagnostics:
-        from .diagnostics import run_diagnostics
         summary["diagnostics"] = run_diagnostics(model, data, cfg, device)
     rd.write_metrics(rows)
     rd.write_summary(summary)

@@ -72,7 +72,8 @@ sys.path.insert(0, str(ROOT))
 from dropbn import models  # noqa: E402
 from dropbn.config import CONFIG_DIR, validate  # noqa: E402
 from dropbn.data import Batches, load_data, resolve_root  # noqa: E402
-from dropbn.train import build_optimizer, evaluate, train_step  # noqa: E402
+from dropbn.measure import evaluate  # noqa: E402
+from dropbn.train import build_optimizer, train_step  # noqa: E402
 
 BATCH = 128
 EVAL_BATCH = 1000
