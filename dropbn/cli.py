@@ -5,7 +5,12 @@
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
+
+from .errors import DropbnError
+from .signals import GracefulStop
 
 USAGE = """usage: dropbn <command> [args]
 
@@ -37,39 +42,19 @@ def _train_app():
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def train(cfg):
         from .config import validate
-        from .errors import DropbnError
         from .train import run
 
         hc = HydraConfig.get()
         try:
             validate(cfg)
-            if cfg.train.threads is None:
-                from .parallel import run_threads
-
-                n = run_threads(hc.launcher if "launcher" in hc else None)
-                if n:
-                    import torch
-                    torch.set_num_threads(n)
             if str(hc.mode) == "RunMode.MULTIRUN":  # which run of how many (total from the pre-check)
-                import logging
-                import os
-
                 total = os.environ.get("DROPBN_SWEEP_JOBS", "?")
                 logging.getLogger("dropbn").info(f"=== run {hc.job.num + 1}/{total}: {hc.job.override_dirname}")
-            from .signals import GracefulStop
-
+            launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
-                return run(cfg, hc.runtime.output_dir)["status"]
+                return run(cfg, hc.runtime.output_dir, launcher=launcher)["status"]  # run() writes it
         except DropbnError as e:
             _fail(e)
-        except Exception as e:  # a bug or a crash: leave status "failed" for the report, then raise
-            from omegaconf import OmegaConf
-
-            from .runs import RunDir
-            RunDir(hc.runtime.output_dir).write_summary(
-                {"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed,
-                 "config": OmegaConf.to_container(cfg, resolve=True)})
-            raise
 
     return train
 
@@ -87,12 +72,10 @@ def main(argv=None) -> None:
         sys.argv = ["dropbn train", *rest]
         _train_app()()
     elif cmd in ("report", "diagnose"):
-        from .errors import DropbnError
-
         if cmd == "report":
             from .report.cli import main as sub_main
         else:
-            from .diagnostics import main as sub_main
+            from .diagnose import main as sub_main
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2

@@ -1,35 +1,43 @@
 """The training loop: config -> data + model -> epochs -> run files.
 
-Readable in one sitting: `run()` sets up, resumes from the run folder's
-checkpoint if there is one, trains epoch by epoch (checkpointing atomically
-after each) and writes metrics.csv / summary.json as it goes.
+Read `run()` first: it skips a completed run, builds everything (`setup`),
+resumes from the run folder's checkpoint if there is one (`resume`), trains
+epoch by epoch (`train_epoch`, then `metrics_row` on every eval set),
+checkpointing atomically after each, and ends with the run's status in
+summary.json (`finish`):
+
+    completed  all epochs ran (with diagnostics when train.diagnostics=true)
+    diverged   a non-finite loss or weight stopped it (`divergence`)
+    failed     a crash that is not an input error: recorded, then raised
+
+A SIGINT/SIGTERM (dropbn/signals.py) stops the run between two steps and raises
+Interrupted without a summary: the run is unfinished and the same command
+resumes it from the last end-of-epoch checkpoint.
 """
 from __future__ import annotations
 
 import logging
+import signal
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch import nn
 from tqdm import tqdm
 
 from . import models
-from .data import Batches, load_data
+from .data import Batches, Data, load_data
+from .device import place, resolve_device, set_threads, sync, tune_backends, uses_channels_last
+from .diagnose import run_diagnostics
+from .errors import DropbnError, Interrupted
+from .measure import evaluate
 from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
 from .signals import requested_signal, stopping
 
 log = logging.getLogger("dropbn")
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(spec)
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -56,7 +64,6 @@ def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.T
 
     `fwd` is the model (or its torch.compile wrapper), already in train mode.
     bf16 autocast only when `amp` (the caller enables it on CUDA only).
-    scripts/bench.py times exactly this function.
     """
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         loss = F.cross_entropy(fwd(x), y)
@@ -68,27 +75,112 @@ def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.T
     return loss.detach()
 
 
-@torch.inference_mode()
-def evaluate(model, batches) -> tuple[float, float]:
-    """Mean loss and accuracy in eval mode (dropout off, BN running statistics)."""
-    was = model.training
-    model.eval()
-    loss = acc = None
-    n = 0
-    for x, y in batches:
-        out = model(x).float()
-        l_ = F.cross_entropy(out, y, reduction="sum")
-        a_ = (out.argmax(1) == y).sum()
-        loss = l_ if loss is None else loss + l_
-        acc = a_ if acc is None else acc + a_
-        n += len(y)
-    model.train(was)
-    return loss.item() / n, acc.item() / n
+class LossWatch:
+    """The sum of the step losses and the first step whose loss is not finite, kept on the device.
+
+    `add` queues work without a host sync; `first_bad()` syncs (-1: all finite so far).
+    """
+
+    def __init__(self, device):
+        self.sum = torch.zeros((), device=device)
+        self.bad = torch.full((), -1, device=device, dtype=torch.long)
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.sum += loss
+        self.bad = torch.where((~torch.isfinite(loss)) & (self.bad < 0), step, self.bad)
+
+    def first_bad(self) -> int:
+        return int(self.bad.item())
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@dataclass
+class Epoch:
+    """What one pass over the training batches did."""
+
+    seconds: float   # wall time of the steps, device-synchronised
+    loss_sum: float  # sum of the step losses
+    bad_step: int    # first step with a non-finite loss; -1 if none
+    stopped: bool    # SIGINT/SIGTERM arrived: the pass ended early
+
+
+def train_epoch(model, opt, batches, *, fwd=None, amp=False, max_w=(), max_norm=None,
+                desc=None, progress=False) -> Epoch:
+    """`train_step` over `batches`, ending early at a non-finite loss or a stop signal.
+
+    The loss is checked every step on CPU and every 50 steps elsewhere (no host
+    sync per step on accelerators). `fwd`: the model's torch.compile wrapper, if
+    any. scripts/bench.py times this very function.
+    """
+    device = next(model.parameters()).device
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    watch = LossWatch(device)
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
+            break
+        loss = train_step(fwd or model, opt, x, y, amp=amp, max_w=max_w, max_norm=max_norm)
+        watch.add(step, loss)
+        if step % 50 == 49 or device.type == "cpu":
+            if watch.first_bad() >= 0:
+                break
+            if step % 50 == 49:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    bar.close()
+    stopped = stopping()
+    sync(device)
+    return Epoch(time.perf_counter() - t0, watch.sum.item(), watch.first_bad(), stopped)
+
+
+# ---------------------------------------------------------------- setup and resume
+@dataclass
+class Job:
+    """Everything one run trains with, built from its config by `setup`."""
+
+    device: torch.device
+    data: Data
+    model: nn.Module
+    fwd: nn.Module                 # the model, or its torch.compile wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator           # the batch order (and augmentation); saved in checkpoints
+    train_batches: Batches
+    eval_batches: dict             # "train" (a fixed subset), "test", and "val" when split off
+    max_w: list                    # the weights under the max-norm constraint
+    amp: bool                      # bf16 autocast (CUDA only)
+
+
+def setup(cfg, launcher=None) -> Job:
+    """Device, threads, data, model, optimizer and batches for `cfg`, seeded by cfg.seed.
+
+    `launcher` (hydra.launcher of a sweep) sets the run's share of the cores when
+    train.threads is null (dropbn/device.py).
+    """
+    device = resolve_device(cfg.device)
+    set_threads(cfg.train.threads, launcher)
+    tune_backends(device)
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.data, device)
+    cl = uses_channels_last(cfg.model.name, device)
+    model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), device, cl)
+    opt = build_optimizer(cfg, model.parameters())
+    sched = build_scheduler(cfg, opt)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    train_batches = Batches(data.train, cfg.train.batch_size, data.mean, data.std, shuffle=True,
+                            generator=gen, augment=cfg.data.augment, channels_last=cl)
+    n_eval = cfg.train.eval_train_size or len(data.train)
+    eval_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.data.split_seed))
+    eval_sets = {"train": data.train.subset(eval_idx[:n_eval].to(device)), "test": data.test}
+    if data.val is not None:
+        eval_sets["val"] = data.val
+    eval_batches = {k: Batches(s, cfg.train.eval_batch_size, data.mean, data.std, channels_last=cl)
+                    for k, s in eval_sets.items()}
+    return Job(device=device, data=data, model=model,
+               fwd=torch.compile(model) if cfg.train.compile else model,
+               opt=opt, sched=sched, gen=gen, train_batches=train_batches, eval_batches=eval_batches,
+               max_w=models.hidden_weights(model) if cfg.reg.max_norm else [],
+               amp=cfg.train.amp and device.type == "cuda")
 
 
 def _rng_state(device, gen) -> dict:
@@ -105,7 +197,62 @@ def _set_rng_state(device, gen, s) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def run(cfg, out_dir) -> dict:
+def checkpoint(job: Job, epoch: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
+    """The state after `epoch` epochs: everything `resume` needs to continue bit-identically."""
+    return {"epoch": epoch, "model": job.model.state_dict(), "optimizer": job.opt.state_dict(),
+            "scheduler": job.sched.state_dict(), "rng": _rng_state(job.device, job.gen),
+            "metrics": rows, "train_seconds": train_seconds, "config": config}
+
+
+def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, float]:
+    """(metrics rows, epochs done, training seconds): from the run folder's checkpoint, else a fresh start."""
+    ckpt = None if cfg.train.force else rd.load_checkpoint()
+    if ckpt is None:
+        return [], 0, 0.0
+    if not same_config(ckpt["config"], config):
+        raise DropbnError(f"{rd.path} holds an unfinished run with a different config; "
+                          f"use another folder or train.force=true to start it over")
+    job.model.load_state_dict(ckpt["model"])
+    job.opt.load_state_dict(ckpt["optimizer"])
+    job.sched.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(job.device, job.gen, ckpt["rng"])
+    log.info(f"resuming {rd.path} at epoch {ckpt['epoch'] + 1}/{cfg.train.epochs}")
+    return ckpt["metrics"], ckpt["epoch"], ckpt["train_seconds"]
+
+
+# ---------------------------------------------------------------- after each epoch
+def divergence(job: Job, epoch: int, ep: Epoch) -> dict | None:
+    """Where the run diverged in `epoch` (a non-finite loss, else non-finite weights), or None."""
+    if ep.bad_step >= 0:
+        return {"epoch": epoch, "step": ep.bad_step, "reason": "non-finite loss"}
+    if not all(torch.isfinite(p).all() for p in job.model.parameters()):
+        return {"epoch": epoch, "step": len(job.train_batches), "reason": "non-finite weights"}
+    return None
+
+
+def metrics_row(job: Job, epoch: int, ep: Epoch, train_seconds: float) -> dict:
+    """The metrics.csv row of `epoch`: loss and accuracy on every eval set, lr, timings."""
+    t1 = time.perf_counter()
+    row = {"epoch": epoch}
+    for k, b in job.eval_batches.items():
+        row[f"{k}_loss"], row[f"{k}_acc"] = evaluate(job.model, b)
+    row["lr"] = job.opt.param_groups[0]["lr"]
+    row["step_loss"] = ep.loss_sum / max(1, len(job.train_batches))
+    row["epoch_seconds"] = ep.seconds
+    row["eval_seconds"] = time.perf_counter() - t1
+    row["train_seconds"] = train_seconds
+    return row
+
+
+def _log_epoch(row: dict, epochs: int) -> None:
+    log.info(f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
+             f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
+             + (f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else "")
+             + f" | {row['epoch_seconds']:.1f}s")
+
+
+# ---------------------------------------------------------------- the run
+def run(cfg, out_dir, launcher=None) -> dict:
     """Train one configuration in `out_dir`; returns the summary (also written to summary.json)."""
     rd = RunDir(out_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -114,116 +261,42 @@ def run(cfg, out_dir) -> dict:
         return rd.read_summary()
     if cfg.train.force:
         rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
-
-    device = resolve_device(cfg.device)
-    if cfg.train.threads:
-        torch.set_num_threads(int(cfg.train.threads))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, device)
-    model = models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)).to(device)
-    channels_last = cfg.model.name == "cnn" and device.type != "mps"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    desc = models.describe(model, data.shape)
-    rd.write_text(MODEL_TXT, desc + "\n")
-    opt = build_optimizer(cfg, model.parameters())
-    sched = build_scheduler(cfg, opt)
-    max_w = models.hidden_weights(model) if cfg.reg.max_norm else []
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    fwd = torch.compile(model) if cfg.train.compile else model
-
-    bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
-    train_batches = Batches(data.train, bs, data.mean, data.std, shuffle=True, generator=gen,
-                            augment=cfg.data.augment, channels_last=channels_last)
-    n_eval = cfg.train.eval_train_size or len(data.train)
-    eval_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.data.split_seed))
-    eval_sets = {"train": data.train.subset(eval_idx[:n_eval].to(device)), "test": data.test}
-    if data.val is not None:
-        eval_sets["val"] = data.val
-    eval_batches = {k: Batches(s, ebs, data.mean, data.std, channels_last=channels_last)
-                    for k, s in eval_sets.items()}
-
-    rows, start_epoch, train_seconds = [], 0, 0.0
-    ckpt = None if cfg.train.force else rd.load_checkpoint()
-    if ckpt is not None:
-        if not same_config(ckpt["config"], config):
-            raise_config_changed(rd)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(device, gen, ckpt["rng"])
-        rows, start_epoch, train_seconds = ckpt["metrics"], ckpt["epoch"], ckpt["train_seconds"]
-        log.info(f"resuming {rd.path} at epoch {start_epoch + 1}/{cfg.train.epochs}")
-
-    log.info(f"{desc}\ndata: {data.label} {data.sizes()}  device: {device}  "
-             f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
-    amp = cfg.train.amp and device.type == "cuda"
-    status, diverged_at = "running", None
-    for epoch in range(start_epoch, cfg.train.epochs):
-        model.train()
-        _sync(device)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        first_bad = torch.full((), -1, device=device, dtype=torch.long)
-        bar = tqdm(train_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not cfg.train.progress, mininterval=0.5, dynamic_ncols=True)
-        for step, (x, y) in enumerate(bar):
-            if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
+    with failure_recorded(rd, cfg, config):
+        job = setup(cfg, launcher)
+        desc = models.describe(job.model, job.data.shape)
+        rd.write_text(MODEL_TXT, desc + "\n")
+        rows, epochs_done, train_seconds = resume(rd, job, cfg, config)
+        log.info(f"{desc}\ndata: {job.data.label} {job.data.sizes()}  device: {job.device}  "
+                 f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
+        status, diverged_at = "completed", None
+        for epoch in range(epochs_done + 1, cfg.train.epochs + 1):
+            ep = train_epoch(job.model, job.opt, job.train_batches, fwd=job.fwd, amp=job.amp,
+                             max_w=job.max_w, max_norm=cfg.reg.max_norm,
+                             desc=f"epoch {epoch}/{cfg.train.epochs}", progress=cfg.train.progress)
+            if ep.stopped:
+                raise_interrupted(rd, len(rows))
+            train_seconds += ep.seconds
+            diverged_at = divergence(job, epoch, ep)
+            if diverged_at:
+                status = "diverged"
+                log.warning(f"diverged at epoch {epoch}, step {diverged_at['step']} "
+                            f"({diverged_at['reason']})")
                 break
-            loss = train_step(fwd, opt, x, y, amp=amp, max_w=max_w, max_norm=cfg.reg.max_norm)
-            loss_sum += loss
-            first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
-            if step % 50 == 49 or device.type == "cpu":
-                if first_bad.item() >= 0:
-                    break
-                if step % 50 == 49:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        bar.close()
-        if stopping():
-            status = "interrupted"
-            break
-        _sync(device)
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        bad_step = int(first_bad.item())
-        finite_w = all(torch.isfinite(p).all() for p in model.parameters())
-        if bad_step >= 0 or not finite_w:
-            status = "diverged"
-            diverged_at = {"epoch": epoch + 1, "step": bad_step if bad_step >= 0 else len(train_batches),
-                           "reason": "non-finite loss" if bad_step >= 0 else "non-finite weights"}
-            log.warning(f"diverged at epoch {epoch + 1}, step {diverged_at['step']} ({diverged_at['reason']})")
-            break
-        t1 = time.perf_counter()
-        row = {"epoch": epoch + 1}
-        for k, b in eval_batches.items():
-            row[f"{k}_loss"], row[f"{k}_acc"] = evaluate(model, b)
-        row["lr"] = opt.param_groups[0]["lr"]
-        row["step_loss"] = loss_sum.item() / max(1, len(train_batches))
-        row["epoch_seconds"] = epoch_seconds
-        row["eval_seconds"] = time.perf_counter() - t1
-        row["train_seconds"] = train_seconds
-        rows.append(row)
-        sched.step()
-        log.info(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
-                 + (f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else "")
-                 + f" | {epoch_seconds:.1f}s")
-        rd.save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "rng": _rng_state(device, gen),
-                            "metrics": rows, "train_seconds": train_seconds, "config": config})
-        rd.write_metrics(rows)
-    else:
-        status = "completed"
+            rows.append(metrics_row(job, epoch, ep, train_seconds))
+            job.sched.step()
+            _log_epoch(rows[-1], cfg.train.epochs)
+            rd.save_checkpoint(checkpoint(job, epoch, rows, train_seconds, config))
+            rd.write_metrics(rows)
+        return finish(rd, job, cfg, rows, status, diverged_at, config)
 
-    if status == "interrupted":
-        raise_interrupted(rd, len(rows))
-    summary = summarize(rows, cfg, status=status, diverged_at=diverged_at, params=models.count_params(model),
-                        data=data, config=config, env=environment(device))
+
+def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at, config: dict) -> dict:
+    """Write summary.json (with diagnostics after a completed run, when asked) and metrics.csv."""
+    summary = summarize(rows, cfg, status=status, diverged_at=diverged_at,
+                        params=models.count_params(job.model), data=job.data, config=config,
+                        env=environment(job.device))
     if status == "completed" and cfg.train.diagnostics:
-        from .diagnostics import run_diagnostics
-        summary["diagnostics"] = run_diagnostics(model, data, cfg, device)
+        summary["diagnostics"] = run_diagnostics(job.model, job.data, cfg, job.device)
     rd.write_metrics(rows)
     rd.write_summary(summary)
     if status == "completed":
@@ -233,18 +306,20 @@ def run(cfg, out_dir) -> dict:
     return summary
 
 
-def raise_config_changed(rd: RunDir):
-    from .errors import DropbnError
-
-    raise DropbnError(f"{rd.path} holds an unfinished run with a different config; "
-                      f"use another folder or train.force=true to start it over")
+@contextmanager
+def failure_recorded(rd: RunDir, cfg, config: dict):
+    """A crash inside the run (not an input error) leaves status "failed" with the error, then propagates."""
+    try:
+        yield
+    except DropbnError:
+        raise
+    except Exception as e:
+        rd.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed,
+                          "config": config})
+        raise
 
 
 def raise_interrupted(rd: RunDir, epochs_done: int):
-    import signal
-
-    from .errors import Interrupted
-
     signum = requested_signal() or signal.SIGINT
     kept = f"the checkpoint of epoch {epochs_done} is kept" if epochs_done else "no epoch had finished"
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {kept}; run the same command "

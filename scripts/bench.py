@@ -12,8 +12,9 @@ order [norm, act, dropout]):
              else torchvision's CIFAR-10), CNN of configs/model/cnn.yaml ([32, 64] conv stages, fc 256)
 
 A = dropbn's loop: resident uint8 tensors, `dropbn.data.Batches` (seeded permutation, batched
-normalisation), `dropbn.models.build_model`, and `dropbn.train.train_step` -- the very function
-`dropbn train` calls -- plus the loop's per-step bookkeeping (loss sum, divergence flag).
+normalisation), `dropbn.models.build_model`, and `dropbn.train.train_epoch` -- the very function
+`dropbn train` runs each epoch: `train_step` plus the per-step bookkeeping (loss sum, divergence
+check, stop-signal check).
 
 B = the "standard DataLoader loop" of the official PyTorch MNIST example: a per-sample map-style
 dataset whose __getitem__ makes a PIL image and applies ToTensor + Normalize, a shuffling
@@ -52,6 +53,7 @@ Output: a table on stdout and the same numbers as JSON (--out, default results/b
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -63,6 +65,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra import compose as hcompose
+from hydra import initialize_config_dir
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -72,7 +77,10 @@ sys.path.insert(0, str(ROOT))
 from dropbn import models  # noqa: E402
 from dropbn.config import CONFIG_DIR, validate  # noqa: E402
 from dropbn.data import Batches, load_data, resolve_root  # noqa: E402
-from dropbn.train import build_optimizer, evaluate, train_step  # noqa: E402
+from dropbn.device import (place, resolve_device, set_threads, sync, tune_backends,  # noqa: E402
+                           uses_channels_last)
+from dropbn.measure import evaluate  # noqa: E402
+from dropbn.train import LossWatch, build_optimizer, train_epoch  # noqa: E402
 
 BATCH = 128
 EVAL_BATCH = 1000
@@ -80,9 +88,6 @@ EVAL_BATCH = 1000
 
 # ---------------------------------------------------------------- config / data
 def compose(overrides):
-    from hydra import compose as hcompose
-    from hydra import initialize_config_dir
-
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = hcompose("train", overrides=overrides)
     validate(cfg)
@@ -112,26 +117,23 @@ class PILArrayDataset(torch.utils.data.Dataset):
         return len(self.y)
 
     def __getitem__(self, i):
-        from PIL import Image
-
         img = Image.fromarray(self.x[i], mode="L" if self.gray else "RGB")
         return self.transform(img), self.y[i]
 
 
 def standard_datasets(case, data):
     """(train, test, what): per-sample datasets with ToTensor + Normalize."""
-    import torchvision.transforms as T
+    import torchvision.datasets as tvd  # here, not at the top: importing torchvision takes longer
+    import torchvision.transforms as T  # than torch itself (measured 5-7 s), which --help should not wait for
 
     tf = T.Compose([T.ToTensor(), T.Normalize(data.mean.cpu().tolist(), data.std.cpu().tolist())])
     if case == "mnist_mlp":
-        import torchvision.datasets as tvd
-
         root = str(resolve_root(None))
         try:
             tr = tvd.MNIST(root, train=True, download=False, transform=tf)
             te = tvd.MNIST(root, train=False, download=False, transform=tf)
             return tr, te, "torchvision.datasets.MNIST + ToTensor/Normalize"
-        except RuntimeError:  # only .gz copies (e.g. a staged GPU box): same __getitem__ over dropbn's pixels
+        except RuntimeError:  # only .gz copies of the IDX files: the same __getitem__ over dropbn's pixels
             pass
     return (PILArrayDataset(data.train.x, data.train.y, tf), PILArrayDataset(data.test.x, data.test.y, tf),
             "in-memory uint8 -> PIL.Image.fromarray -> ToTensor/Normalize (torchvision CIFAR10-style __getitem__)")
@@ -144,28 +146,12 @@ def forever(iterable):
 
 
 # ---------------------------------------------------------------- the two loops
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def dropbn_epoch(model, opt, stream, steps, device, amp):
-    """dropbn's training loop body (as in dropbn/train.py), over `steps` batches."""
-    model.train()
-    sync(device)
-    t0 = time.perf_counter()
-    loss_sum = torch.zeros((), device=device)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    for step in range(steps):
-        x, y = next(stream)
-        loss = train_step(model, opt, x, y, amp=amp)
-        loss_sum += loss
-        first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
-        if step % 50 == 49 or device.type == "cpu":
-            if first_bad.item() >= 0:
-                raise RuntimeError("benchmark run diverged")
-    sync(device)
-    return time.perf_counter() - t0
+def dropbn_epoch(model, opt, stream, steps, amp):
+    """Seconds of dropbn's training epoch (`dropbn.train.train_epoch`) over the next `steps` batches."""
+    ep = train_epoch(model, opt, itertools.islice(stream, steps), amp=amp)
+    if ep.bad_step >= 0:
+        raise RuntimeError("benchmark run diverged")
+    return ep.seconds
 
 
 def standard_epoch(model, opt, stream, steps, device, amp):
@@ -212,16 +198,14 @@ def standard_eval(model, loader, device):
 
 
 def bookkeeping_us(device, n=2000):
-    """Cost per step of the loop's divergence bookkeeping (incl. the per-step .item() on CPU)."""
+    """Cost per step of the loop's divergence bookkeeping (`LossWatch`, checked each step as on CPU)."""
     loss = torch.tensor(0.5, device=device)
-    loss_sum = torch.zeros((), device=device)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    watch = LossWatch(device)
     sync(device)
     t0 = time.perf_counter()
     for step in range(n):
-        loss_sum += loss
-        first_bad = torch.where((~torch.isfinite(loss)) & (first_bad < 0), step, first_bad)
-        if first_bad.item() >= 0:
+        watch.add(step, loss)
+        if watch.first_bad() >= 0:
             break
     sync(device)
     return (time.perf_counter() - t0) / n * 1e6
@@ -285,16 +269,14 @@ def bench_case(case, args, device):
     cfg = compose(case_overrides(case, cifar))
     data = load_data(cfg.data, device)
     n_cls = len(data.classes)
-    cl = cfg.model.name == "cnn" and device.type != "mps"  # as dropbn/train.py
+    cl = uses_channels_last(cfg.model.name, device)
     steps = args.steps_mlp if case == "mnist_mlp" else args.steps_cnn
     n_eval = min(len(data.test), args.eval_cnn if case == "cifar_cnn" else len(data.test))
     test = data.test if n_eval == len(data.test) else data.test.subset(torch.arange(n_eval, device=device))
 
     def make_model(channels_last):
         torch.manual_seed(cfg.seed)
-        m = models.build_model(cfg.model, cfg.reg, data.shape, n_cls).to(device)
-        if channels_last:
-            m = m.to(memory_format=torch.channels_last)
+        m = place(models.build_model(cfg.model, cfg.reg, data.shape, n_cls), device, channels_last)
         m.channels_last = channels_last
         return m
 
@@ -332,7 +314,7 @@ def bench_case(case, args, device):
     bar = tqdm(total=2 + args.rounds, desc=f"{case}: warm-up", unit="round", dynamic_ncols=True)
     # warm-up: a few steps of each loop, one eval batch of each, GEMMs (and worker start-up)
     w = max(3, steps // 10)
-    dropbn_epoch(model_a, opt_a, stream_a, w, device, amp)
+    dropbn_epoch(model_a, opt_a, stream_a, w, amp)
     standard_epoch(model_b, opt_b, stream_b, w, device, amp)
     evaluate(model_a, Batches(test.subset(torch.arange(min(EVAL_BATCH, n_eval), device=device)),
                               EVAL_BATCH, data.mean, data.std, channels_last=cl))
@@ -348,7 +330,7 @@ def bench_case(case, args, device):
         res["order"].append(order)
         for v in order:
             if v == "A":
-                res["dropbn_train_sps"].append(steps * BATCH / dropbn_epoch(model_a, opt_a, stream_a, steps, device, amp))
+                res["dropbn_train_sps"].append(steps * BATCH / dropbn_epoch(model_a, opt_a, stream_a, steps, amp))
                 res["dropbn_eval_s"].append(dropbn_eval(model_a, eval_a, device))
             else:
                 res["dataloader_train_sps"].append(steps * BATCH / standard_epoch(model_b, opt_b, stream_b, steps, device, amp))
@@ -424,11 +406,9 @@ def main(argv=None):
     cores = os.cpu_count() or 1
     if args.workers is None:
         args.workers = 1 if cores <= 2 else min(8, cores - 1)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as dropbn/train.py does on CUDA
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    tune_backends(device)  # as `dropbn train` does
 
     load0 = os.getloadavg()
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU check for issue 6 (speed), prepared to run once on a lent GPU machine (an H200 here);
-# nothing in it has been run on a GPU yet. Budget: about 8 minutes of wall time.
+# GPU check of the speed work (issue 6): environment, the benchmark on CUDA in fp32 and bf16, and a
+# short CIFAR-10 sweep. About 8 minutes of wall time.
 #
 #   OUT=/some/dir scripts/gpu_check.sh      # everything lands in $OUT (default results/bench/gpu)
 #
@@ -14,11 +14,11 @@
 #
 # Needs: torch with CUDA (.venv/bin/python, else $PY, else python3) and the data. The data root is
 # $DROPBN_DATA_DIR, else ./shared/data, ../shared/data, ./.gpudata or ./data; it must hold MNIST/raw
-# (the IDX files, plain or .gz) and cifar10-jpeg.tar.gz. On the lent machine ../shared does not
-# travel: stage a small copy inside the checkout first, e.g.
+# (the IDX files, plain or .gz) and cifar10-jpeg.tar.gz. When the data root is not reachable from
+# the GPU host, stage a small copy inside the checkout first, e.g.
 #   mkdir -p .gpudata/MNIST/raw && for f in ../shared/data/MNIST/raw/*-ubyte; do gzip -c "$f" \
 #     > ".gpudata/MNIST/raw/$(basename "$f").gz"; done && cp ../shared/data/cifar10-jpeg.tar.gz .gpudata/
-#   echo /.gpudata/ >> .git/info/exclude          # then carry .gpudata (about 31 MB)
+#   echo /.gpudata/ >> .git/info/exclude          # about 31 MB; keep it out of git
 # (bench.py's MNIST baseline then uses a torchvision-MNIST-equivalent dataset over the same pixels.)
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
-"""dropbn.diagnostics: BN folding, variance shift, recalibration, run_diagnostics, `dropbn diagnose`."""
+"""dropbn.bn (BN folding, variance shift, recalibration) and dropbn.diagnose (run_diagnostics,
+`dropbn diagnose`)."""
 from __future__ import annotations
 
 import copy
@@ -17,12 +18,11 @@ from torch import nn
 
 from dropbn import models
 from dropbn.data import Data, Split
-from dropbn.diagnostics import (count_bn, fold_bn, main, recalibrate_bn, run_diagnostics,
-                                variance_shift, worst_layer)
+from dropbn.bn import count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
+from dropbn.diagnose import main, run_diagnostics
 from dropbn.errors import DropbnError
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("DROPBN_TEST_DATA_DIR", "/work/shared/data"))
+from .conftest import DATA_DIR
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -119,8 +119,8 @@ def test_crash_leaves_failed_summary(tmp_path):
     import sys
 
     code = ("import dropbn.train as t\n"
-            "def boom(cfg, out):\n    raise RuntimeError('simulated crash')\n"
-            "t.run = boom\n"
+            "def boom(*args, **kwargs):\n    raise RuntimeError('simulated crash')\n"
+            "t.train_epoch = boom\n"
             "from dropbn.cli import main\n"
             f"main(['train', 'train.epochs=1', 'out_root={tmp_path}', 'name=crash'])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

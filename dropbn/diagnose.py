@@ -1,0 +1,218 @@
+"""Post-training diagnostics of a trained model, and the `dropbn diagnose` command.
+
+`run_diagnostics(model, data, cfg, device)` is called by the training loop at
+the end of a completed run (train.diagnostics=true) and by `dropbn diagnose
+RUN_DIR ...` on finished runs. It never mutates the model it is given: every
+measurement runs on a deep copy. It returns (key names are a contract with the
+report):
+
+    {"variance_shift": null | {"layers": [{"name", "mean_ratio", "max_ratio"}, ...],
+                               "worst_layer", "worst_mean_ratio", "worst_max_ratio",
+                               "test_acc", "test_acc_recalibrated"},
+     "inference": {"bn_layers_folded", "fold_max_abs_diff",
+                   "batch1_ms": {"as_trained", "folded"},
+                   "batch256_ms": {"as_trained", "folded"},
+                   "throughput": {"as_trained", "folded"}}}
+
+The maths (variance shift ratios, recalibration, BN folding) is in dropbn/bn.py.
+Here: which data each measurement sees. Variance shift: the test set in eval
+mode. Recalibration: one pass over the (un-augmented, seeded-shuffled) training
+set in training-size batches, then test accuracy. Folding error: the largest
+output difference over the test set. Inference cost: median ms per forward at
+batch 256 (real test images) and batch 1, as trained and folded.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from . import models
+from .bn import BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recalibrate_bn, worst_layer
+from .data import Batches, Split, load_data
+from .device import place, resolve_device, set_threads, uses_channels_last
+from .errors import DropbnError
+from .measure import evaluate, time_models
+from .runs import CHECKPOINT, RunDir
+
+
+# ---------------------------------------------------------------- one trained model
+def run_diagnostics(model: nn.Module, data, cfg, device, *, time_budget_s: float = 1.5) -> dict:
+    """Variance shift, BN folding and inference cost of a trained model (see module docstring).
+
+    `model` is left untouched (measurements use deep copies). `time_budget_s`
+    is roughly the time spent in the timed loops (batch 256 gets 80 %).
+    """
+    device = torch.device(device)
+    channels_last = uses_channels_last(cfg.model.name, device)  # the layout the model was trained in
+    test = Batches(data.test, int(cfg.train.eval_batch_size), data.mean, data.std,
+                   channels_last=channels_last)
+    as_trained = copy.deepcopy(model).eval()
+    folded = fold_bn(model)
+    vs = _variance_shift(as_trained, data, test, int(cfg.train.batch_size), channels_last)
+    inference = {"bn_layers_folded": count_bn(as_trained) - count_bn(folded),
+                 "fold_max_abs_diff": max_abs_diff(as_trained, folded, test),
+                 **_inference_ms(as_trained, folded, data, device, channels_last, time_budget_s)}
+    return {"variance_shift": vs, "inference": inference}
+
+
+def _variance_shift(as_trained: nn.Module, data, test: Batches, batch_size: int,
+                    channels_last: bool) -> dict | None:
+    """Per-layer variance ratios on the test set, test accuracy before/after recalibration."""
+    if not bn_layers(as_trained):
+        return None
+    with BNInputStats(as_trained) as st:
+        _, test_acc = evaluate(as_trained, test)
+    layers = st.ratios()
+    gen = torch.Generator(device=data.train.x.device).manual_seed(0)
+    train = Batches(data.train, batch_size, data.mean, data.std, shuffle=True, generator=gen,
+                    channels_last=channels_last)
+    _, recalibrated_acc = evaluate(recalibrate_bn(as_trained, train), test)
+    worst = worst_layer(layers)
+    return {"layers": layers,
+            "worst_layer": worst["name"] if worst else None,
+            "worst_mean_ratio": worst["mean_ratio"] if worst else None,
+            "worst_max_ratio": worst["max_ratio"] if worst else None,
+            "test_acc": test_acc,
+            "test_acc_recalibrated": recalibrated_acc}
+
+
+def _inference_ms(as_trained: nn.Module, folded: nn.Module, data, device, channels_last: bool,
+                  budget_s: float) -> dict:
+    """Median ms per forward at batch 256 (real test images) and batch 1; images/s at 256."""
+    idx = torch.arange(256, device=data.test.x.device) % len(data.test)
+    x256, _ = next(iter(Batches(Split(data.test.x[idx], data.test.y[idx]), 256, data.mean, data.std,
+                                channels_last=channels_last)))
+    x1 = x256[:1].clone()
+    pair = {"as_trained": as_trained, "folded": folded}
+    b256 = time_models(pair, x256, device, budget_s=0.8 * budget_s, min_reps=5, max_reps=100)
+    b1 = time_models(pair, x1, device, budget_s=0.2 * budget_s, min_reps=10, max_reps=300)
+    return {"batch1_ms": b1, "batch256_ms": b256,
+            "throughput": {k: 256.0 / (v / 1000.0) for k, v in b256.items()}}
+
+
+# ---------------------------------------------------------------- dropbn diagnose
+def find_runs(paths) -> list[Path]:
+    """Run folders (holding checkpoint.pt) at or under each path, sorted, without duplicates."""
+    seen, out = set(), []
+    for p in paths:
+        p = Path(p)
+        cands = [p] if (p / CHECKPOINT).is_file() else []
+        if p.is_dir():
+            cands += sorted(c.parent for c in p.rglob(CHECKPOINT))
+        for c in cands:
+            r = c.resolve()
+            if r not in seen:
+                seen.add(r)
+                out.append(c)
+    return out
+
+
+def _describe(d: dict) -> str:
+    inf = d["inference"]
+    parts = []
+    vs = d["variance_shift"]
+    if vs:
+        parts.append(f"var ratio {vs['worst_mean_ratio']:.3f} ({vs['worst_layer']}), "
+                     f"acc {vs['test_acc']:.4f} -> {vs['test_acc_recalibrated']:.4f} recalibrated")
+    parts.append(f"{inf['bn_layers_folded']} BN folded (diff {inf['fold_max_abs_diff']:.1e})")
+    parts.append(f"b256 {inf['batch256_ms']['as_trained']:.2f}/{inf['batch256_ms']['folded']:.2f} ms, "
+                 f"b1 {inf['batch1_ms']['as_trained']:.3f}/{inf['batch1_ms']['folded']:.3f} ms")
+    return "; ".join(parts)
+
+
+def _load_data(cfg, device, data_cache: dict | None):
+    """The run's data on `device`; `data_cache` keeps the last data set for the next run."""
+    key = (json.dumps(OmegaConf.to_container(cfg.data), sort_keys=True), str(device))
+    if data_cache is not None and key in data_cache:
+        return data_cache[key]
+    data = load_data(cfg.data, device)
+    if data_cache is not None:
+        data_cache.clear()  # keep one data set resident at a time
+        data_cache[key] = data
+    return data
+
+
+def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict:
+    """Rebuild a finished run's model and data, compute diagnostics, write them into summary.json."""
+    rd = RunDir(run_dir)
+    summary = rd.read_summary()
+    ckpt = rd.load_checkpoint()
+    config = (summary or {}).get("config") or (ckpt or {}).get("config")
+    if ckpt is None or config is None:
+        raise DropbnError(f"{rd.path}: no checkpoint.pt or config")
+    cfg = OmegaConf.create(config)
+    dev = resolve_device(device)
+    data = _load_data(cfg, dev, data_cache)
+    model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), dev,
+                  uses_channels_last(cfg.model.name, dev))
+    model.load_state_dict(ckpt["model"])
+    del ckpt
+    diag = run_diagnostics(model, data, cfg, dev)
+    fresh = rd.read_summary() or summary  # re-read: keep anything written meanwhile
+    fresh["diagnostics"] = diag
+    rd.write_summary(fresh)
+    return diag
+
+
+def main(argv=None) -> int:
+    """`dropbn diagnose RUN_DIR [RUN_DIR ...]`."""
+    ap = argparse.ArgumentParser(
+        prog="dropbn diagnose",
+        description="Compute BN variance shift, BN folding and inference timing for finished runs "
+                    "and write them into each run's summary.json (key 'diagnostics').")
+    ap.add_argument("dirs", nargs="+", metavar="RUN_DIR",
+                    help="run folders, or folders searched recursively for runs (checkpoint.pt)")
+    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    ap.add_argument("--skip-done", action="store_true", help="skip runs that already have diagnostics")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's, usually all cores); "
+                         "timings are only meaningful on an otherwise idle machine")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+
+    missing = [d for d in args.dirs if not Path(d).exists()]
+    if missing:
+        raise DropbnError(f"no such folder: {missing[0]}")
+    runs = find_runs(args.dirs)
+    todo, skipped = [], []
+    for r in runs:
+        s = RunDir(r).read_summary()
+        if not s or s.get("status") != "completed":
+            skipped.append((r, "not completed"))
+        elif args.skip_done and s.get("diagnostics"):
+            skipped.append((r, "already has diagnostics"))
+        else:
+            todo.append(r)
+    for r, why in skipped:
+        print(f"skip {r} ({why})", file=sys.stderr)
+    if not todo:
+        print(f"dropbn diagnose: nothing to do ({len(runs)} run folders found, {len(skipped)} skipped)",
+              file=sys.stderr)
+        return 0
+    failed, cache = 0, {}
+    bar = tqdm(todo, desc="diagnose", unit="run", dynamic_ncols=True)
+    for r in bar:
+        bar.set_postfix_str(r.name, refresh=True)
+        try:
+            d = diagnose_run(r, args.device, cache)
+        except Exception as e:  # one broken run (or missing data set) should not stop the others
+            failed += 1
+            tqdm.write(f"FAILED {r}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        tqdm.write(f"{r}: {_describe(d)}")
+    bar.close()
+    if failed:
+        raise DropbnError(f"diagnostics failed for {failed} of {len(todo)} runs (see above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
