@@ -61,6 +61,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint
+
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -430,7 +432,7 @@ def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict
 
     rd = RunDir(run_dir)
     summary = rd.read_summary()
-    ckpt = rd.load_checkpoint()
+    ckpt = load_checkpoint(rd)
     config = (summary or {}).get("config") or (ckpt or {}).get("config")
     if ckpt is None or config is None:
         raise DropbnError(f"{rd.path}: no checkpoint.pt or config")

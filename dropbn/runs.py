@@ -1,6 +1,12 @@
-"""The run folder: atomic writes, metrics.csv, summary.json, checkpoints, resume."""
+"""The run folder, torch-free: file names, atomic writes, summary/metrics, and which config keys identify a run.
+
+What `dropbn train` writes and `dropbn report` reads. The report never imports
+torch, so neither does this module; checkpoint.pt and the environment record
+(both need torch) live in dropbn/checkpoint.py.
+"""
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -8,13 +14,38 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MODEL_TXT = "model.txt"
+HYDRA_DIR = ".hydra"                 # Hydra's record of the run's config and overrides
+HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 
+
+# ---------------------------------------------------------------- which config keys identify a run
+# Keys that say where or how a run executes, not what it computes: a run may be
+# resumed with other values (they are also left out of the folder name).
+RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
+                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a checkpoint's config and the current one describe the same run."""
+    def strip(c):
+        c = copy.deepcopy(c)
+        for key in RESUME_IGNORED:
+            *parents, leaf = key.split(".")
+            node = c
+            for p in parents:
+                node = node.get(p, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        return c
+
+    return strip(saved) == strip(current)
+
+
+# ---------------------------------------------------------------- atomic writes
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -64,12 +95,6 @@ def atomic_write_json(obj, path) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", path)
 
 
-def atomic_torch_save(obj, path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(buf.getvalue(), path)
-
-
 def rows_to_csv(rows: list[dict]) -> str:
     cols: list[str] = []
     for r in rows:
@@ -81,8 +106,10 @@ def rows_to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+# ---------------------------------------------------------------- one run's folder
+
 class RunDir:
-    """One run's folder and the files in it."""
+    """One run's folder and the files in it (checkpoint.pt: dropbn.checkpoint)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -113,63 +140,10 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         atomic_write_text(text, self.file(name))
 
-    def save_checkpoint(self, state: dict) -> None:
-        atomic_torch_save(state, self.file(CHECKPOINT))
 
-    def load_checkpoint(self) -> dict | None:
-        p = self.file(CHECKPOINT)
-        if not p.exists():
-            return None
-        return torch.load(p, map_location="cpu", weights_only=False)
-
-
-# Keys that say where or how a run executes, not what it computes: a run may be
-# resumed with other values (they are also left out of the folder name).
-RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
-                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
-
-
-def same_config(saved: dict, current: dict) -> bool:
-    """Whether a checkpoint's config and the current one describe the same run."""
-    import copy
-
-    def strip(c):
-        c = copy.deepcopy(c)
-        for key in RESUME_IGNORED:
-            *parents, leaf = key.split(".")
-            node = c
-            for p in parents:
-                node = node.get(p, {}) if isinstance(node, dict) else {}
-            if isinstance(node, dict):
-                node.pop(leaf, None)
-        return c
-
-    return strip(saved) == strip(current)
-
-
-def _git_commit() -> str | None:
-    import subprocess
-
-    here = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) if rev else None
-
-
-def environment(device) -> dict:
-    import platform
-
-    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "python": platform.python_version(), "platform": platform.platform(),
-           "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
+def is_run_dir(p: Path) -> bool:
+    """A run folder holds summary.json, metrics.csv or Hydra's .hydra/ (a run that never got far)."""
+    return (p / SUMMARY).is_file() or (p / METRICS).is_file() or (p / HYDRA_DIR).is_dir()
 
 
 def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env) -> dict:

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from . import models
 from .data import Batches, load_data
-from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
+from .checkpoint import environment, load_checkpoint, save_checkpoint
+from .runs import MODEL_TXT, RunDir, same_config, summarize
 from .signals import requested_signal, stopping
 
 log = logging.getLogger("dropbn")
@@ -146,7 +147,7 @@ def run(cfg, out_dir) -> dict:
                     for k, s in eval_sets.items()}
 
     rows, start_epoch, train_seconds = [], 0, 0.0
-    ckpt = None if cfg.train.force else rd.load_checkpoint()
+    ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is not None:
         if not same_config(ckpt["config"], config):
             raise_config_changed(rd)
@@ -210,9 +211,9 @@ def run(cfg, out_dir) -> dict:
                  f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
                  + (f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else "")
                  + f" | {epoch_seconds:.1f}s")
-        rd.save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "rng": _rng_state(device, gen),
-                            "metrics": rows, "train_seconds": train_seconds, "config": config})
+        save_checkpoint(rd, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "rng": _rng_state(device, gen),
+                             "metrics": rows, "train_seconds": train_seconds, "config": config})
         rd.write_metrics(rows)
     else:
         status = "completed"

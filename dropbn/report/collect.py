@@ -25,9 +25,8 @@ import yaml
 from tqdm import tqdm
 
 from ..errors import DropbnError
-from ..runs import METRICS, MODEL_TXT, RESUME_IGNORED, SUMMARY
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, RESUME_IGNORED, SUMMARY, is_run_dir
 
-HYDRA = ".hydra"
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
 
 # keys that say where/how a run executed (shared with resume), plus the seed and the study name
@@ -55,10 +54,6 @@ class Collection:
 
 # ---------------------------------------------------------------- finding runs
 
-def is_run_dir(p: Path) -> bool:
-    return (p / SUMMARY).is_file() or (p / METRICS).is_file() or (p / HYDRA).is_dir()
-
-
 def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """[(root, run folder)] under each root (a root may itself be a run), and skipped leaf folders."""
     found, skipped, seen = [], [], set()
@@ -69,7 +64,7 @@ def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
         for here, dirs, _files in os.walk(root):
             p = Path(here)
             dirs.sort()
-            if p.name == HYDRA:
+            if p.name == HYDRA_DIR:
                 dirs[:] = []
                 continue
             if (p / REPORT_MARK).is_file():   # an earlier report's output
@@ -142,9 +137,9 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
         except (OSError, ValueError) as e:
             return None, None, f"unreadable summary.json ({type(e).__name__}: {str(e)[:80]})"
         config = summary.get("config")
-    if config is None and (folder / HYDRA / "config.yaml").is_file():
+    if config is None and (folder / HYDRA_CONFIG).is_file():
         try:
-            config = yaml.safe_load((folder / HYDRA / "config.yaml").read_text())
+            config = yaml.safe_load((folder / HYDRA_CONFIG).read_text())
         except (OSError, yaml.YAMLError):
             config = None
     metrics = read_metrics(folder)
