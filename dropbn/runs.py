@@ -23,14 +23,25 @@ HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 
 
 # ---------------------------------------------------------------- which config keys identify a run
-# Keys that say where or how a run executes, not what it computes: a run may be
-# resumed with other values (they are also left out of the folder name).
-RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
-                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
+# Keys that say where or how a run executes, not what it computes. Folder names, resume and report
+# grouping all start from this one list; where a use differs, the difference is named below, once.
+NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
+                   "train.diagnostics", "data.root", "data.cache_dir", "data.download", "data.path")
+# Command-line choices that are not config values (a preset, a launcher): only folder names see them.
+LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
+# Where an image folder lives: left out of folder names and report grouping, but checked on resume,
+# because two paths may hold different images (until a content fingerprint can tell).
+RESUME_CHECKED = ("data.path",)
+# The seed changes results, so folder names and resume keep it; the report pools runs over seeds.
+POOLED_IN_REPORT = ("seed",)
+
+FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
+RESUME_IGNORED = tuple(k for k in NON_RESULT_KEYS if k not in RESUME_CHECKED)
+REPORT_IGNORED = (*POOLED_IN_REPORT, *NON_RESULT_KEYS)
 
 
 def same_config(saved: dict, current: dict) -> bool:
-    """Whether a checkpoint's config and the current one describe the same run."""
+    """Whether a checkpoint's config and the current one describe the same run (RESUME_IGNORED aside)."""
     def strip(c):
         c = copy.deepcopy(c)
         for key in RESUME_IGNORED:

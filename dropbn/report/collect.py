@@ -6,7 +6,7 @@ parsed makes the folder 'skipped' (with the reason).  Nothing is written here.
 
 Configurations: the config keys (flattened, 'reg.dropout') that take more than
 one value across the runs -- except the seed and keys that never change results
-(IGNORED) -- define the configurations.  Each gets a short human label built
+(dropbn.runs.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
 from its regularisation kind ('none', 'dropout', 'batchnorm', 'both',
 'dropout_before_bn', ...) plus any varying value the kind does not already
 determine ('both, lr=0.3').
@@ -25,12 +25,9 @@ import yaml
 from tqdm import tqdm
 
 from ..errors import DropbnError
-from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, RESUME_IGNORED, SUMMARY, is_run_dir
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, is_run_dir
 
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
-
-# keys that say where/how a run executed (shared with resume), plus the seed and the study name
-IGNORED = {"seed", "name", "data.path", *RESUME_IGNORED}
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
@@ -48,7 +45,7 @@ class Collection:
     runs: pd.DataFrame                      # one row per run (see run_row)
     curves: pd.DataFrame                    # one row per (run, epoch): metrics.csv stacked
     skipped: list = field(default_factory=list)   # (folder, reason)
-    varying: list = field(default_factory=list)   # config keys that vary (not seed / IGNORED)
+    varying: list = field(default_factory=list)   # config keys that vary (not REPORT_IGNORED)
     dims: list = field(default_factory=list)      # varying keys shown in labels (not fixed by kind)
 
 
@@ -235,7 +232,7 @@ def kind_rank(kind: str) -> int:
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in IGNORED]
+    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in REPORT_IGNORED]
     known = runs[runs["has_config"]]
     return [c[4:] for c in cols if known[c].fillna("<missing>").nunique() > 1]
 
