@@ -3,16 +3,9 @@
 `run_diagnostics(model, data, cfg, device)` is called by the training loop at
 the end of a completed run (train.diagnostics=true) and by `dropbn diagnose
 RUN_DIR ...` on finished runs. It never mutates the model it is given: every
-measurement runs on a deep copy. It returns (key names are a contract with the
-report):
-
-    {"variance_shift": null | {"layers": [{"name", "mean_ratio", "max_ratio"}, ...],
-                               "worst_layer", "worst_mean_ratio", "worst_max_ratio",
-                               "test_acc", "test_acc_recalibrated"},
-     "inference": {"bn_layers_folded", "fold_max_abs_diff",
-                   "batch1_ms": {"as_trained", "folded"},
-                   "batch256_ms": {"as_trained", "folded"},
-                   "throughput": {"as_trained", "folded"}}}
+measurement runs on a deep copy. It returns summary.json's "diagnostics", whose
+keys are defined once, for this writer and the report, in dropbn/summary.py
+(Diagnostics, VarianceShift, Inference).
 
 Variance shift (Li et al. 2019, "Understanding the disharmony between dropout
 and batch normalization by variance shift"): for every BatchNorm layer and
@@ -62,6 +55,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .summary import Diagnostics, Inference, VarianceShift
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -364,12 +358,12 @@ def run_diagnostics(model: nn.Module, data, cfg, device, *, time_budget_s: float
                         generator=gen, channels_last=channels_last)
         recal = recalibrate_bn(model, train)
         worst = worst_layer(layers)
-        vs = {"layers": layers,
-              "worst_layer": worst["name"] if worst else None,
-              "worst_mean_ratio": worst["mean_ratio"] if worst else None,
-              "worst_max_ratio": worst["max_ratio"] if worst else None,
-              "test_acc": test_acc,
-              "test_acc_recalibrated": _accuracy(recal, test)}
+        vs = VarianceShift(layers=layers,
+                           worst_layer=worst["name"] if worst else None,
+                           worst_mean_ratio=worst["mean_ratio"] if worst else None,
+                           worst_max_ratio=worst["max_ratio"] if worst else None,
+                           test_acc=test_acc,
+                           test_acc_recalibrated=_accuracy(recal, test))
         del recal
 
     # inference cost on real test images
@@ -380,14 +374,14 @@ def run_diagnostics(model: nn.Module, data, cfg, device, *, time_budget_s: float
     pair = {"as_trained": as_trained, "folded": folded}
     b256 = time_models(pair, x256, device, budget_s=0.8 * time_budget_s, min_reps=5, max_reps=100)
     b1 = time_models(pair, x1, device, budget_s=0.2 * time_budget_s, min_reps=10, max_reps=300)
-    inference = {
-        "bn_layers_folded": int(n_folded),
-        "fold_max_abs_diff": max_diff,
-        "batch1_ms": b1,
-        "batch256_ms": b256,
-        "throughput": {k: 256.0 / (v / 1000.0) for k, v in b256.items()},
-    }
-    return {"variance_shift": vs, "inference": inference}
+    inference = Inference(
+        bn_layers_folded=int(n_folded),
+        fold_max_abs_diff=max_diff,
+        batch1_ms=b1,
+        batch256_ms=b256,
+        throughput={k: 256.0 / (v / 1000.0) for k, v in b256.items()},
+    )
+    return Diagnostics(vs, inference).to_json()
 
 
 # ---------------------------------------------------------------- dropbn diagnose

@@ -17,8 +17,9 @@ from tqdm import tqdm
 from . import models
 from .data import Batches, load_data
 from .checkpoint import environment, load_checkpoint, save_checkpoint
-from .runs import MODEL_TXT, RunDir, same_config, summarize
+from .runs import MODEL_TXT, RunDir, same_config
 from .signals import requested_signal, stopping
+from .summary import summarize
 
 log = logging.getLogger("dropbn")
 

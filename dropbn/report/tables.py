@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..summary import MODES, inf_column, vs_column
 from . import stats
 from .collect import Collection, make_label, ordered_labels
 
@@ -283,19 +284,23 @@ def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_diverged: bool = 
     return pd.DataFrame(out).T
 
 
+def _vs_ci(g: pd.DataFrame, key: str, scale, digits) -> str:
+    return stats.fmt_ci(stats.mean_ci(g[vs_column(key)]), scale, digits)
+
+
 def variance_shift_table(coll: Collection) -> pd.DataFrame:
     runs = completed(coll.runs)
-    runs = runs[runs["vs_worst_mean_ratio"].notna()] if "vs_worst_mean_ratio" in runs else runs.iloc[:0]
+    ratio = vs_column("worst_mean_ratio")
+    runs = runs[runs[ratio].notna()] if ratio in runs else runs.iloc[:0]
     rows = []
     for label, g in runs.groupby("label", observed=True):
         rows.append({
             "configuration": str(label),
-            "worst layer": ", ".join(sorted(set(g["vs_worst_layer"].astype(str)))),
-            "worst-layer mean variance ratio": stats.fmt_ci(stats.mean_ci(g["vs_worst_mean_ratio"]), 1, 3),
-            "worst-layer max variance ratio": stats.fmt_ci(stats.mean_ci(g["vs_worst_max_ratio"]), 1, 3),
-            "test acc. (running stats)": stats.fmt_ci(stats.mean_ci(g["vs_test_acc"]), 100, 2),
-            "test acc. (BN statistics recalibrated)":
-                stats.fmt_ci(stats.mean_ci(g["vs_test_acc_recalibrated"]), 100, 2),
+            "worst layer": ", ".join(sorted(set(g[vs_column("worst_layer")].astype(str)))),
+            "worst-layer mean variance ratio": _vs_ci(g, "worst_mean_ratio", 1, 3),
+            "worst-layer max variance ratio": _vs_ci(g, "worst_max_ratio", 1, 3),
+            "test acc. (running stats)": _vs_ci(g, "test_acc", 100, 2),
+            "test acc. (BN statistics recalibrated)": _vs_ci(g, "test_acc_recalibrated", 100, 2),
         })
     return pd.DataFrame(rows)
 
@@ -304,38 +309,40 @@ def variance_layers(coll: Collection) -> pd.DataFrame:
     """Long table: configuration, run, layer, mean_ratio, max_ratio."""
     runs = completed(coll.runs)
     rows = []
-    if "vs_layers" in runs:
+    col = vs_column("layers")
+    if col in runs:
         for _, r in runs.iterrows():
-            for lay in r["vs_layers"] if isinstance(r["vs_layers"], list) else []:
+            for lay in r[col] if isinstance(r[col], list) else []:
                 rows.append({"configuration": str(r["label"]), "run": r["run"], "layer": lay.get("name"),
                              "mean_ratio": lay.get("mean_ratio"), "max_ratio": lay.get("max_ratio")})
     return pd.DataFrame(rows, columns=["configuration", "run", "layer", "mean_ratio", "max_ratio"])
 
 
-INF_COLS = [("inf_batch1_ms_as_trained", "batch-1 latency, as trained (ms)", 1, 3),
-            ("inf_batch1_ms_folded", "batch-1 latency, BN folded (ms)", 1, 3),
-            ("inf_batch256_ms_as_trained", "batch-256 latency, as trained (ms)", 1, 2),
-            ("inf_batch256_ms_folded", "batch-256 latency, BN folded (ms)", 1, 2),
-            ("inf_throughput_as_trained", "throughput, as trained (samples/s)", 1, 0),
-            ("inf_throughput_folded", "throughput, BN folded (samples/s)", 1, 0)]
+# (Inference field, its name in the table, digits); one column per mode (as trained, BN folded)
+INF_SHOWN = [("batch1_ms", "batch-1 latency, {} (ms)", 3), ("batch256_ms", "batch-256 latency, {} (ms)", 2),
+             ("throughput", "throughput, {} (samples/s)", 0)]
+MODE_NAMES = dict(zip(MODES, ("as trained", "BN folded")))
 
 
 def inference_table(coll: Collection, base: dict) -> pd.DataFrame:
     runs = completed(with_context(coll))
-    if "inf_throughput_as_trained" not in runs:
+    present = inf_column("throughput", "as_trained")
+    if present not in runs:
         return pd.DataFrame()
-    runs = runs[runs["inf_throughput_as_trained"].notna()]
+    runs = runs[runs[present].notna()]
+    latency = inf_column("batch256_ms", "as_trained")
     rows = []
     for label, g in runs.groupby("label", observed=True):
-        row = {"configuration": str(label),
-               "BN layers folded": ", ".join(str(int(v)) for v in sorted(set(g["inf_bn_layers_folded"].dropna())))}
-        for col, name, sc, dg in INF_COLS:
-            row[name] = stats.fmt_ci(stats.mean_ci(g[col]), sc, dg)
-        row["max |folded − as trained| output"] = f"{g['inf_fold_max_abs_diff'].max():.2e}"
+        folded = sorted(set(g[inf_column("bn_layers_folded")].dropna()))
+        row = {"configuration": str(label), "BN layers folded": ", ".join(str(int(v)) for v in folded)}
+        for key, name, dg in INF_SHOWN:
+            for mode in MODES:
+                row[name.format(MODE_NAMES[mode])] = stats.fmt_ci(stats.mean_ci(g[inf_column(key, mode)]), 1, dg)
+        row["max |folded − as trained| output"] = f"{g[inf_column('fold_max_abs_diff')].max():.2e}"
         b = base.get(g["context"].iloc[0])
         bg = runs[runs["label"].astype(str) == b] if b else runs.iloc[:0]
         if len(bg) and b != str(label):
-            ratio = g["inf_batch256_ms_as_trained"].mean() / bg["inf_batch256_ms_as_trained"].mean()
+            ratio = g[latency].mean() / bg[latency].mean()
             row["batch-256 latency vs baseline (as trained)"] = f"{(ratio - 1) * 100:+.1f}%"
         else:
             row["batch-256 latency vs baseline (as trained)"] = "baseline" if b == str(label) else "–"
