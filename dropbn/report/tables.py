@@ -7,10 +7,12 @@ runs are counted per configuration and listed by name elsewhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..errors import DropbnError
 from ..summary import MODES, inf_column, vs_column
 from . import stats
 from .collect import Collection, make_label, ordered_labels
@@ -86,8 +88,6 @@ def cell(gs_row, metric) -> str:
 
 
 def parse_baseline(spec: str) -> tuple[str, str]:
-    from ..errors import DropbnError
-
     if not spec or "=" not in spec:
         raise DropbnError(f"--baseline {spec!r}: expected KEY=VALUE, e.g. reg=none or optim.lr=0.1")
     k, v = spec.split("=", 1)
@@ -183,26 +183,40 @@ def _std(r, metric, scale) -> str:
 
 # ---------------------------------------------------------------- claims
 
+BASE = "BASE"                # b = the baseline configuration of the context
+BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by mean of the metric)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str        # what the article says
+    a: str           # kind of configuration a
+    b: str           # kind of configuration b, or BASE / BEST_SINGLE
+    metric: str      # a runs.csv column, or epochs_to_target_censored
+    expect: int      # expected sign of a - b if the claim holds
+    test: str        # "mean" (Welch t-test) or "spread" (Levene test)
+
+
 CLAIMS = [
-    # id, text, a kind, b kind ('BASE' = baseline), metric, expected sign of a - b, test
-    ("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", "BASE",
-     "epochs_to_target_censored", +1, "mean"),
-    ("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", "BASE",
-     "epochs_to_target_censored", -1, "mean"),
-    ("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", "BASE",
-     "seconds_to_target", -1, "mean"),
-    ("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", "BASE",
-     "generalization_gap", -1, "mean"),
-    ("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", "BASE",
-     "final_test_acc", +1, "mean"),
-    ("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
-     "batchnorm", "BASE", "final_test_acc", -1, "spread"),
-    ("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", "BASE",
-     "seconds_per_epoch", +1, "mean"),
-    ("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
-     "single one)", "both", "BEST_SINGLE", "final_test_acc", +1, "mean"),
-    ("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
-     "dropout_before_bn", "both", "final_test_acc", -1, "mean"),
+    Claim("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", BASE,
+          "epochs_to_target_censored", +1, "mean"),
+    Claim("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", BASE,
+          "epochs_to_target_censored", -1, "mean"),
+    Claim("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", BASE,
+          "seconds_to_target", -1, "mean"),
+    Claim("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", BASE,
+          "generalization_gap", -1, "mean"),
+    Claim("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", BASE,
+          "final_test_acc", +1, "mean"),
+    Claim("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
+          "batchnorm", BASE, "final_test_acc", -1, "spread"),
+    Claim("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", BASE,
+          "seconds_per_epoch", +1, "mean"),
+    Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
+          "single one)", "both", BEST_SINGLE, "final_test_acc", +1, "mean"),
+    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
+          "dropout_before_bn", "both", "final_test_acc", -1, "mean"),
 ]
 CLAIM_NOTES = (
     "Epochs to target: a completed run that never reached the target counts as epochs completed + 1 "
@@ -229,30 +243,31 @@ def claims(coll: Collection, base: dict) -> tuple[pd.DataFrame, list[tuple[str, 
             by_kind.setdefault(kind, lab)
         b = base.get(ctx)
         where = "" if ctx == "all" else f" [{ctx}]"
-        for cid, text, ka, kb, metric, expect, how in CLAIMS:
-            la = by_kind.get(ka)
-            if kb == "BASE":
+        for c in CLAIMS:
+            la = by_kind.get(c.a)
+            if c.b == BASE:
                 lb = b
-            elif kb == "BEST_SINGLE":
+            elif c.b == BEST_SINGLE:
                 singles = [by_kind[k] for k in ("dropout", "batchnorm") if k in by_kind]
-                means = {lab: _values(g, lab, metric).mean() for lab in singles}
+                means = {lab: _values(g, lab, c.metric).mean() for lab in singles}
                 means = {k: v for k, v in means.items() if not pd.isna(v)}
                 lb = max(means, key=means.get) if len(means) == 2 else None
             else:
-                lb = by_kind.get(kb)
+                lb = by_kind.get(c.b)
             if la is None or lb is None or la == lb:
-                need = {"BASE": "the baseline", "BEST_SINGLE": "both 'dropout' and 'batchnorm' (with results)"}
-                miss = ka if la is None else need.get(kb, repr(kb))
-                skipped.append((f"{cid}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
-                                                 "configuration in these runs"))
+                need = {BASE: "the baseline", BEST_SINGLE: "both 'dropout' and 'batchnorm' (with results)"}
+                miss = c.a if la is None else need.get(c.b, repr(c.b))
+                skipped.append((f"{c.id}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
+                                                  "configuration in these runs"))
                 continue
-            va, vb = _values(g, la, metric), _values(g, lb, metric)
-            t = stats.compare_means(va, vb, expect) if how == "mean" else stats.compare_spread(va, vb, expect)
-            sc = SCALE.get(metric, 1)
-            rows.append({"claim": cid, "context": ctx, "text": text, "a": la, "b": lb,
-                         "quantity": metric + (" (std)" if how == "spread" else ""),
+            va, vb = _values(g, la, c.metric), _values(g, lb, c.metric)
+            t = stats.compare_means(va, vb, c.expect) if c.test == "mean" else \
+                stats.compare_spread(va, vb, c.expect)
+            sc = SCALE.get(c.metric, 1)
+            rows.append({"claim": c.id, "context": ctx, "text": c.text, "a": la, "b": lb,
+                         "quantity": c.metric + (" (std)" if c.test == "spread" else ""),
                          "mean_a": t.mean_a * sc, "mean_b": t.mean_b * sc, "diff": t.diff * sc,
-                         "test": "Levene" if how == "spread" else "Welch", "p": t.p,
+                         "test": "Levene" if c.test == "spread" else "Welch", "p": t.p,
                          "n_a": t.n_a, "n_b": t.n_b, "verdict": t.verdict, "note": t.note, "scale": sc})
     return pd.DataFrame(rows), skipped
 
