@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError
-from .runs import atomic_torch_save
+from .checkpoint import atomic_torch_save
 
 CACHE_VERSION = 1
 

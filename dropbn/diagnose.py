@@ -3,16 +3,9 @@
 `run_diagnostics(model, data, cfg, device)` is called by the training loop at
 the end of a completed run (train.diagnostics=true) and by `dropbn diagnose
 RUN_DIR ...` on finished runs. It never mutates the model it is given: every
-measurement runs on a deep copy. It returns (key names are a contract with the
-report):
-
-    {"variance_shift": null | {"layers": [{"name", "mean_ratio", "max_ratio"}, ...],
-                               "worst_layer", "worst_mean_ratio", "worst_max_ratio",
-                               "test_acc", "test_acc_recalibrated"},
-     "inference": {"bn_layers_folded", "fold_max_abs_diff",
-                   "batch1_ms": {"as_trained", "folded"},
-                   "batch256_ms": {"as_trained", "folded"},
-                   "throughput": {"as_trained", "folded"}}}
+measurement runs on a deep copy. It returns summary.json's "diagnostics", whose
+keys are defined once, for this writer and the report, in dropbn/summary.py
+(Diagnostics, VarianceShift, Inference).
 
 The maths (variance shift ratios, recalibration, BN folding) is in dropbn/bn.py.
 Here: which data each measurement sees. Variance shift: the test set in eval
@@ -40,7 +33,9 @@ from .data import Batches, Split, load_data
 from .device import place, resolve_device, set_threads, uses_channels_last
 from .errors import DropbnError
 from .measure import evaluate, time_models
+from .checkpoint import load_checkpoint
 from .runs import CHECKPOINT, RunDir
+from .summary import MODES, Diagnostics, Inference, VarianceShift
 
 
 # ---------------------------------------------------------------- one trained model
@@ -57,14 +52,14 @@ def run_diagnostics(model: nn.Module, data, cfg, device, *, time_budget_s: float
     as_trained = copy.deepcopy(model).eval()
     folded = fold_bn(model)
     vs = _variance_shift(as_trained, data, test, int(cfg.train.batch_size), channels_last)
-    inference = {"bn_layers_folded": count_bn(as_trained) - count_bn(folded),
-                 "fold_max_abs_diff": max_abs_diff(as_trained, folded, test),
-                 **_inference_ms(as_trained, folded, data, device, channels_last, time_budget_s)}
-    return {"variance_shift": vs, "inference": inference}
+    inference = Inference(bn_layers_folded=count_bn(as_trained) - count_bn(folded),
+                          fold_max_abs_diff=max_abs_diff(as_trained, folded, test),
+                          **_inference_ms(as_trained, folded, data, device, channels_last, time_budget_s))
+    return Diagnostics(vs, inference).to_json()
 
 
 def _variance_shift(as_trained: nn.Module, data, test: Batches, batch_size: int,
-                    channels_last: bool) -> dict | None:
+                    channels_last: bool) -> VarianceShift | None:
     """Per-layer variance ratios on the test set, test accuracy before/after recalibration."""
     if not bn_layers(as_trained):
         return None
@@ -76,12 +71,12 @@ def _variance_shift(as_trained: nn.Module, data, test: Batches, batch_size: int,
                     channels_last=channels_last)
     _, recalibrated_acc = evaluate(recalibrate_bn(as_trained, train), test)
     worst = worst_layer(layers)
-    return {"layers": layers,
-            "worst_layer": worst["name"] if worst else None,
-            "worst_mean_ratio": worst["mean_ratio"] if worst else None,
-            "worst_max_ratio": worst["max_ratio"] if worst else None,
-            "test_acc": test_acc,
-            "test_acc_recalibrated": recalibrated_acc}
+    return VarianceShift(layers=layers,
+                         worst_layer=worst["name"] if worst else None,
+                         worst_mean_ratio=worst["mean_ratio"] if worst else None,
+                         worst_max_ratio=worst["max_ratio"] if worst else None,
+                         test_acc=test_acc,
+                         test_acc_recalibrated=recalibrated_acc)
 
 
 def _inference_ms(as_trained: nn.Module, folded: nn.Module, data, device, channels_last: bool,
@@ -91,7 +86,7 @@ def _inference_ms(as_trained: nn.Module, folded: nn.Module, data, device, channe
     x256, _ = next(iter(Batches(Split(data.test.x[idx], data.test.y[idx]), 256, data.mean, data.std,
                                 channels_last=channels_last)))
     x1 = x256[:1].clone()
-    pair = {"as_trained": as_trained, "folded": folded}
+    pair = dict(zip(MODES, (as_trained, folded)))
     b256 = time_models(pair, x256, device, budget_s=0.8 * budget_s, min_reps=5, max_reps=100)
     b1 = time_models(pair, x1, device, budget_s=0.2 * budget_s, min_reps=10, max_reps=300)
     return {"batch1_ms": b1, "batch256_ms": b256,
@@ -144,7 +139,7 @@ def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict
     """Rebuild a finished run's model and data, compute diagnostics, write them into summary.json."""
     rd = RunDir(run_dir)
     summary = rd.read_summary()
-    ckpt = rd.load_checkpoint()
+    ckpt = load_checkpoint(rd)
     config = (summary or {}).get("config") or (ckpt or {}).get("config")
     if ckpt is None or config is None:
         raise DropbnError(f"{rd.path}: no checkpoint.pt or config")

@@ -1,6 +1,12 @@
-"""The run folder: atomic writes, metrics.csv, summary.json, checkpoints, resume."""
+"""The run folder, torch-free: file names, atomic writes, summary/metrics, and which config keys identify a run.
+
+What `dropbn train` writes and `dropbn report` reads. The report never imports
+torch, so neither does this module; checkpoint.pt and the environment record
+(both need torch) live in dropbn/checkpoint.py.
+"""
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -8,13 +14,49 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MODEL_TXT = "model.txt"
+HYDRA_DIR = ".hydra"                 # Hydra's record of the run's config and overrides
+HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 
+
+# ---------------------------------------------------------------- which config keys identify a run
+# Keys that say where or how a run executes, not what it computes. Folder names, resume and report
+# grouping all start from this one list; where a use differs, the difference is named below, once.
+NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
+                   "train.diagnostics", "data.root", "data.cache_dir", "data.download", "data.path")
+# Command-line choices that are not config values (a preset, a launcher): only folder names see them.
+LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
+# Where an image folder lives: left out of folder names and report grouping, but checked on resume,
+# because two paths may hold different images (until a content fingerprint can tell).
+RESUME_CHECKED = ("data.path",)
+# The seed changes results, so folder names and resume keep it; the report pools runs over seeds.
+POOLED_IN_REPORT = ("seed",)
+
+FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
+RESUME_IGNORED = tuple(k for k in NON_RESULT_KEYS if k not in RESUME_CHECKED)
+REPORT_IGNORED = (*POOLED_IN_REPORT, *NON_RESULT_KEYS)
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a checkpoint's config and the current one describe the same run (RESUME_IGNORED aside)."""
+    def strip(c):
+        c = copy.deepcopy(c)
+        for key in RESUME_IGNORED:
+            *parents, leaf = key.split(".")
+            node = c
+            for p in parents:
+                node = node.get(p, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        return c
+
+    return strip(saved) == strip(current)
+
+
+# ---------------------------------------------------------------- atomic writes
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -64,12 +106,6 @@ def atomic_write_json(obj, path) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", path)
 
 
-def atomic_torch_save(obj, path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(buf.getvalue(), path)
-
-
 def rows_to_csv(rows: list[dict]) -> str:
     cols: list[str] = []
     for r in rows:
@@ -81,8 +117,10 @@ def rows_to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+# ---------------------------------------------------------------- one run's folder
+
 class RunDir:
-    """One run's folder and the files in it."""
+    """One run's folder and the files in it (checkpoint.pt: dropbn.checkpoint)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -113,97 +151,7 @@ class RunDir:
     def write_text(self, name: str, text: str) -> None:
         atomic_write_text(text, self.file(name))
 
-    def save_checkpoint(self, state: dict) -> None:
-        atomic_torch_save(state, self.file(CHECKPOINT))
 
-    def load_checkpoint(self) -> dict | None:
-        p = self.file(CHECKPOINT)
-        if not p.exists():
-            return None
-        return torch.load(p, map_location="cpu", weights_only=False)
-
-
-# Keys that say where or how a run executes, not what it computes: a run may be
-# resumed with other values (they are also left out of the folder name).
-RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
-                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
-
-
-def same_config(saved: dict, current: dict) -> bool:
-    """Whether a checkpoint's config and the current one describe the same run."""
-    import copy
-
-    def strip(c):
-        c = copy.deepcopy(c)
-        for key in RESUME_IGNORED:
-            *parents, leaf = key.split(".")
-            node = c
-            for p in parents:
-                node = node.get(p, {}) if isinstance(node, dict) else {}
-            if isinstance(node, dict):
-                node.pop(leaf, None)
-        return c
-
-    return strip(saved) == strip(current)
-
-
-def _git_commit() -> str | None:
-    import subprocess
-
-    here = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) if rev else None
-
-
-def environment(device) -> dict:
-    import platform
-
-    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "python": platform.python_version(), "platform": platform.platform(),
-           "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
-def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env) -> dict:
-    """summary.json: the run's headline numbers, its config and its environment."""
-    target = float(cfg.train.target_acc)
-    last = rows[-1] if rows else {}
-    hit = next((r for r in rows if r["test_acc"] >= target), None)
-    s = {
-        "status": status,
-        "seed": cfg.seed,
-        "data": data.label,
-        "data_sizes": data.sizes(),
-        "params": params,
-        "epochs": cfg.train.epochs,
-        "epochs_completed": len(rows),
-        "final_test_acc": last.get("test_acc"),
-        "final_test_loss": last.get("test_loss"),
-        "final_train_acc": last.get("train_acc"),
-        "final_train_loss": last.get("train_loss"),
-        "best_test_acc": max((r["test_acc"] for r in rows), default=None),
-        "best_epoch": max(rows, key=lambda r: r["test_acc"])["epoch"] if rows else None,
-        "first_epoch_test_acc": rows[0]["test_acc"] if rows else None,
-        "generalization_gap": (last["train_acc"] - last["test_acc"]) if rows else None,
-        "loss_gap": (last["test_loss"] - last["train_loss"]) if rows else None,
-        "target_acc": target,
-        "epochs_to_target": hit["epoch"] if hit else None,
-        "seconds_to_target": hit["train_seconds"] if hit else None,
-        "train_seconds": last.get("train_seconds", 0.0),
-        "seconds_per_epoch": (last["train_seconds"] / len(rows)) if rows else None,
-        "diverged_at": diverged_at,
-        "config": config,
-        "env": env,
-    }
-    if rows and "val_acc" in last:
-        s["final_val_acc"] = last["val_acc"]
-        s["best_val_acc"] = max(r["val_acc"] for r in rows)
-    return s
+def is_run_dir(p: Path) -> bool:
+    """A run folder holds summary.json, metrics.csv or Hydra's .hydra/ (a run that never got far)."""
+    return (p / SUMMARY).is_file() or (p / METRICS).is_file() or (p / HYDRA_DIR).is_dir()

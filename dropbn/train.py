@@ -34,8 +34,10 @@ from .device import place, resolve_device, set_threads, sync, tune_backends, use
 from .diagnose import run_diagnostics
 from .errors import DropbnError, Interrupted
 from .measure import evaluate
-from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
+from .checkpoint import environment, load_checkpoint, save_checkpoint
+from .runs import MODEL_TXT, RunDir, same_config
 from .signals import requested_signal, stopping
+from .summary import summarize
 
 log = logging.getLogger("dropbn")
 
@@ -206,7 +208,7 @@ def checkpoint(job: Job, epoch: int, rows: list[dict], train_seconds: float, con
 
 def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, float]:
     """(metrics rows, epochs done, training seconds): from the run folder's checkpoint, else a fresh start."""
-    ckpt = None if cfg.train.force else rd.load_checkpoint()
+    ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
         return [], 0, 0.0
     if not same_config(ckpt["config"], config):
@@ -285,7 +287,7 @@ def run(cfg, out_dir, launcher=None) -> dict:
             rows.append(metrics_row(job, epoch, ep, train_seconds))
             job.sched.step()
             _log_epoch(rows[-1], cfg.train.epochs)
-            rd.save_checkpoint(checkpoint(job, epoch, rows, train_seconds, config))
+            save_checkpoint(rd, checkpoint(job, epoch, rows, train_seconds, config))
             rd.write_metrics(rows)
         return finish(rd, job, cfg, rows, status, diverged_at, config)
 

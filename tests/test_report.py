@@ -1,6 +1,9 @@
 """dropbn report on hand-made run folders with known numbers (no training)."""
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pandas as pd
 import pytest
@@ -10,6 +13,8 @@ from dropbn.errors import DropbnError
 from dropbn.report import cli as report_cli
 from dropbn.report import tables
 from dropbn.report.collect import collect
+
+from .conftest import ROOT
 
 REGS = {
     "none": dict(norm="none", dropout=0.0, order=["act"]),
@@ -263,3 +268,19 @@ def test_user_errors(tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main(["report", str(tmp_path / "missing")])
     assert e.value.code == 2
+
+
+def test_report_path_imports_no_torch(tmp_path):
+    """`dropbn report` reads run folders without torch (seconds and most of a GB of memory saved)."""
+    root = compare_sweep(tmp_path / "study", kinds={k: ACC[k] for k in ("none", "batchnorm")}, seeds=(0, 1))
+    code = textwrap.dedent(f"""
+        import sys
+        from dropbn.cli import main
+        main(["report", {str(root)!r}, "--no-progress"])
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        assert not loaded, loaded
+        """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (root / "report" / "report.md").is_file()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dropbn.checkpoint import load_checkpoint
 from dropbn.runs import RunDir, same_config
 from dropbn.signals import GracefulStop, stopping
 
@@ -117,7 +118,7 @@ def test_sigint_sigterm_stop_cleanly_and_resume_identically(tmp_path, reference,
     assert len(lines) == 1 and "Traceback" not in err, err
     assert f"interrupted by {signal.Signals(sig).name}" in lines[0]
     assert not (run_dir / "summary.json").exists()  # not marked completed
-    ckpt = RunDir(run_dir).load_checkpoint()          # the last end-of-epoch checkpoint is valid
+    ckpt = load_checkpoint(RunDir(run_dir))          # the last end-of-epoch checkpoint is valid
     assert 1 <= ckpt["epoch"] < 3 and len(ckpt["metrics"]) == ckpt["epoch"] == n_rows(run_dir)
 
     r = run_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)

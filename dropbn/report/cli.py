@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DropbnError
+from ..runs import is_run_dir
 
 DESCRIPTION = """Collect every run under the given folders and write a comparison report:
 report.md (the article's comparison table measured, a claims check, per-configuration
@@ -35,8 +36,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def default_out(dirs: list[Path]) -> Path:
-    from .collect import is_run_dir
-
     if len(dirs) > 1:
         raise DropbnError("report: several DIRs given: choose where the report goes with --out OUT")
     d = dirs[0]
@@ -57,6 +56,7 @@ def check_out(out: Path, run_paths) -> None:
 
 def main(argv=None) -> Path:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    # pandas, scipy and matplotlib take seconds to import (`--help` 0.2 s instead of 5+ s): only now
     from . import render
     from .collect import collect
     from .tables import parse_baseline

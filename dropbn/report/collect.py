@@ -6,7 +6,7 @@ parsed makes the folder 'skipped' (with the reason).  Nothing is written here.
 
 Configurations: the config keys (flattened, 'reg.dropout') that take more than
 one value across the runs -- except the seed and keys that never change results
-(IGNORED) -- define the configurations.  Each gets a short human label built
+(dropbn.runs.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
 from its regularisation kind ('none', 'dropout', 'batchnorm', 'both',
 'dropout_before_bn', ...) plus any varying value the kind does not already
 determine ('both, lr=0.3').
@@ -24,24 +24,17 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from ..datasets import DATASETS
 from ..errors import DropbnError
-from ..runs import METRICS, MODEL_TXT, RESUME_IGNORED, SUMMARY
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, is_run_dir
+from ..summary import Summary, diagnostic_columns
 
-HYDRA = ".hydra"
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
-
-# keys that say where/how a run executed (shared with resume), plus the seed and the study name
-IGNORED = {"seed", "name", "data.path", *RESUME_IGNORED}
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
          "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
 NORM_NAMES = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm"}
-SCALARS = ("seed", "data", "params", "epochs", "epochs_completed", "final_test_acc", "final_test_loss",
-           "final_train_acc", "final_train_loss", "best_test_acc", "best_epoch", "first_epoch_test_acc",
-           "generalization_gap", "loss_gap", "target_acc", "epochs_to_target", "seconds_to_target",
-           "train_seconds", "seconds_per_epoch", "final_val_acc", "best_val_acc")
-DEFAULT_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
 @dataclass
@@ -49,15 +42,11 @@ class Collection:
     runs: pd.DataFrame                      # one row per run (see run_row)
     curves: pd.DataFrame                    # one row per (run, epoch): metrics.csv stacked
     skipped: list = field(default_factory=list)   # (folder, reason)
-    varying: list = field(default_factory=list)   # config keys that vary (not seed / IGNORED)
+    varying: list = field(default_factory=list)   # config keys that vary (not REPORT_IGNORED)
     dims: list = field(default_factory=list)      # varying keys shown in labels (not fixed by kind)
 
 
 # ---------------------------------------------------------------- finding runs
-
-def is_run_dir(p: Path) -> bool:
-    return (p / SUMMARY).is_file() or (p / METRICS).is_file() or (p / HYDRA).is_dir()
-
 
 def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
     """[(root, run folder)] under each root (a root may itself be a run), and skipped leaf folders."""
@@ -69,7 +58,7 @@ def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
         for here, dirs, _files in os.walk(root):
             p = Path(here)
             dirs.sort()
-            if p.name == HYDRA:
+            if p.name == HYDRA_DIR:
                 dirs[:] = []
                 continue
             if (p / REPORT_MARK).is_file():   # an earlier report's output
@@ -120,7 +109,8 @@ def _num_classes(folder: Path, data_name) -> int | None:
                 return int(m.group(1))
     except OSError:
         pass
-    return DEFAULT_CLASSES.get(data_name)
+    facts = DATASETS.get(data_name)
+    return facts.num_classes if facts else None
 
 
 def read_metrics(folder: Path) -> pd.DataFrame | None:
@@ -142,9 +132,9 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
         except (OSError, ValueError) as e:
             return None, None, f"unreadable summary.json ({type(e).__name__}: {str(e)[:80]})"
         config = summary.get("config")
-    if config is None and (folder / HYDRA / "config.yaml").is_file():
+    if config is None and (folder / HYDRA_CONFIG).is_file():
         try:
-            config = yaml.safe_load((folder / HYDRA / "config.yaml").read_text())
+            config = yaml.safe_load((folder / HYDRA_CONFIG).read_text())
         except (OSError, yaml.YAMLError):
             config = None
     metrics = read_metrics(folder)
@@ -159,13 +149,13 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
     row = {"run": name, "path": str(folder), "study": root.name, "status": status}
     cfg = flatten(config or {})
     if summary:
-        for k in SCALARS:
-            row[k] = summary.get(k)
-        row["train_size_used"] = (summary.get("data_sizes") or {}).get("train")
-        row["diverged_at"] = summary.get("diverged_at")
-        env = summary.get("env") or {}
+        s = Summary.from_json(summary)
+        row.update(s.columns())
+        row["train_size_used"] = (s.data_sizes or {}).get("train")
+        row["diverged_at"] = s.diverged_at
+        env = s.env or {}
         row["git_commit"], row["device_used"] = env.get("git_commit"), env.get("device")
-        row.update(flatten_diagnostics(summary.get("diagnostics")))
+        row.update(diagnostic_columns(s.diagnostics))
     else:
         row["seed"] = cfg.get("seed")
         row["epochs"] = cfg.get("train.epochs")
@@ -188,26 +178,6 @@ def status_detail(row) -> str:
     if s == "unfinished":
         return f"unfinished: {row.get('epochs_completed') or 0}/{row.get('epochs') or '?'} epochs in metrics.csv"
     return s
-
-
-def flatten_diagnostics(diag) -> dict:
-    """diagnostics -> vs_* (variance shift) and inf_* (inference) scalar columns; layers kept as a list."""
-    out = {}
-    if not isinstance(diag, dict):
-        return out
-    vs = diag.get("variance_shift")
-    if isinstance(vs, dict):
-        for k in ("worst_layer", "worst_mean_ratio", "worst_max_ratio", "test_acc", "test_acc_recalibrated"):
-            out[f"vs_{k}"] = vs.get(k)
-        out["vs_layers"] = vs.get("layers") or []
-    inf = diag.get("inference")
-    if isinstance(inf, dict):
-        out["inf_bn_layers_folded"] = inf.get("bn_layers_folded")
-        out["inf_fold_max_abs_diff"] = inf.get("fold_max_abs_diff")
-        for k in ("batch1_ms", "batch256_ms", "throughput"):
-            for mode in ("as_trained", "folded"):
-                out[f"inf_{k}_{mode}"] = (inf.get(k) or {}).get(mode)
-    return out
 
 
 # ---------------------------------------------------------------- configurations
@@ -240,7 +210,7 @@ def kind_rank(kind: str) -> int:
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in IGNORED]
+    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in REPORT_IGNORED]
     known = runs[runs["has_config"]]
     return [c[4:] for c in cols if known[c].fillna("<missing>").nunique() > 1]
 

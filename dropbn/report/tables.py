@@ -7,10 +7,13 @@ runs are counted per configuration and listed by name elsewhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..errors import DropbnError
+from ..summary import MODES, inf_column, vs_column
 from . import stats
 from .collect import Collection, make_label, ordered_labels
 
@@ -85,8 +88,6 @@ def cell(gs_row, metric) -> str:
 
 
 def parse_baseline(spec: str) -> tuple[str, str]:
-    from ..errors import DropbnError
-
     if not spec or "=" not in spec:
         raise DropbnError(f"--baseline {spec!r}: expected KEY=VALUE, e.g. reg=none or optim.lr=0.1")
     k, v = spec.split("=", 1)
@@ -182,26 +183,40 @@ def _std(r, metric, scale) -> str:
 
 # ---------------------------------------------------------------- claims
 
+BASE = "BASE"                # b = the baseline configuration of the context
+BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by mean of the metric)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str        # what the article says
+    a: str           # kind of configuration a
+    b: str           # kind of configuration b, or BASE / BEST_SINGLE
+    metric: str      # a runs.csv column, or epochs_to_target_censored
+    expect: int      # expected sign of a - b if the claim holds
+    test: str        # "mean" (Welch t-test) or "spread" (Levene test)
+
+
 CLAIMS = [
-    # id, text, a kind, b kind ('BASE' = baseline), metric, expected sign of a - b, test
-    ("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", "BASE",
-     "epochs_to_target_censored", +1, "mean"),
-    ("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", "BASE",
-     "epochs_to_target_censored", -1, "mean"),
-    ("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", "BASE",
-     "seconds_to_target", -1, "mean"),
-    ("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", "BASE",
-     "generalization_gap", -1, "mean"),
-    ("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", "BASE",
-     "final_test_acc", +1, "mean"),
-    ("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
-     "batchnorm", "BASE", "final_test_acc", -1, "spread"),
-    ("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", "BASE",
-     "seconds_per_epoch", +1, "mean"),
-    ("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
-     "single one)", "both", "BEST_SINGLE", "final_test_acc", +1, "mean"),
-    ("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
-     "dropout_before_bn", "both", "final_test_acc", -1, "mean"),
+    Claim("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", BASE,
+          "epochs_to_target_censored", +1, "mean"),
+    Claim("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", BASE,
+          "epochs_to_target_censored", -1, "mean"),
+    Claim("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", BASE,
+          "seconds_to_target", -1, "mean"),
+    Claim("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", BASE,
+          "generalization_gap", -1, "mean"),
+    Claim("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", BASE,
+          "final_test_acc", +1, "mean"),
+    Claim("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
+          "batchnorm", BASE, "final_test_acc", -1, "spread"),
+    Claim("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", BASE,
+          "seconds_per_epoch", +1, "mean"),
+    Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
+          "single one)", "both", BEST_SINGLE, "final_test_acc", +1, "mean"),
+    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
+          "dropout_before_bn", "both", "final_test_acc", -1, "mean"),
 ]
 CLAIM_NOTES = (
     "Epochs to target: a completed run that never reached the target counts as epochs completed + 1 "
@@ -228,30 +243,31 @@ def claims(coll: Collection, base: dict) -> tuple[pd.DataFrame, list[tuple[str, 
             by_kind.setdefault(kind, lab)
         b = base.get(ctx)
         where = "" if ctx == "all" else f" [{ctx}]"
-        for cid, text, ka, kb, metric, expect, how in CLAIMS:
-            la = by_kind.get(ka)
-            if kb == "BASE":
+        for c in CLAIMS:
+            la = by_kind.get(c.a)
+            if c.b == BASE:
                 lb = b
-            elif kb == "BEST_SINGLE":
+            elif c.b == BEST_SINGLE:
                 singles = [by_kind[k] for k in ("dropout", "batchnorm") if k in by_kind]
-                means = {lab: _values(g, lab, metric).mean() for lab in singles}
+                means = {lab: _values(g, lab, c.metric).mean() for lab in singles}
                 means = {k: v for k, v in means.items() if not pd.isna(v)}
                 lb = max(means, key=means.get) if len(means) == 2 else None
             else:
-                lb = by_kind.get(kb)
+                lb = by_kind.get(c.b)
             if la is None or lb is None or la == lb:
-                need = {"BASE": "the baseline", "BEST_SINGLE": "both 'dropout' and 'batchnorm' (with results)"}
-                miss = ka if la is None else need.get(kb, repr(kb))
-                skipped.append((f"{cid}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
-                                                 "configuration in these runs"))
+                need = {BASE: "the baseline", BEST_SINGLE: "both 'dropout' and 'batchnorm' (with results)"}
+                miss = c.a if la is None else need.get(c.b, repr(c.b))
+                skipped.append((f"{c.id}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
+                                                  "configuration in these runs"))
                 continue
-            va, vb = _values(g, la, metric), _values(g, lb, metric)
-            t = stats.compare_means(va, vb, expect) if how == "mean" else stats.compare_spread(va, vb, expect)
-            sc = SCALE.get(metric, 1)
-            rows.append({"claim": cid, "context": ctx, "text": text, "a": la, "b": lb,
-                         "quantity": metric + (" (std)" if how == "spread" else ""),
+            va, vb = _values(g, la, c.metric), _values(g, lb, c.metric)
+            t = stats.compare_means(va, vb, c.expect) if c.test == "mean" else \
+                stats.compare_spread(va, vb, c.expect)
+            sc = SCALE.get(c.metric, 1)
+            rows.append({"claim": c.id, "context": ctx, "text": c.text, "a": la, "b": lb,
+                         "quantity": c.metric + (" (std)" if c.test == "spread" else ""),
                          "mean_a": t.mean_a * sc, "mean_b": t.mean_b * sc, "diff": t.diff * sc,
-                         "test": "Levene" if how == "spread" else "Welch", "p": t.p,
+                         "test": "Levene" if c.test == "spread" else "Welch", "p": t.p,
                          "n_a": t.n_a, "n_b": t.n_b, "verdict": t.verdict, "note": t.note, "scale": sc})
     return pd.DataFrame(rows), skipped
 
@@ -283,19 +299,23 @@ def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_diverged: bool = 
     return pd.DataFrame(out).T
 
 
+def _vs_ci(g: pd.DataFrame, key: str, scale, digits) -> str:
+    return stats.fmt_ci(stats.mean_ci(g[vs_column(key)]), scale, digits)
+
+
 def variance_shift_table(coll: Collection) -> pd.DataFrame:
     runs = completed(coll.runs)
-    runs = runs[runs["vs_worst_mean_ratio"].notna()] if "vs_worst_mean_ratio" in runs else runs.iloc[:0]
+    ratio = vs_column("worst_mean_ratio")
+    runs = runs[runs[ratio].notna()] if ratio in runs else runs.iloc[:0]
     rows = []
     for label, g in runs.groupby("label", observed=True):
         rows.append({
             "configuration": str(label),
-            "worst layer": ", ".join(sorted(set(g["vs_worst_layer"].astype(str)))),
-            "worst-layer mean variance ratio": stats.fmt_ci(stats.mean_ci(g["vs_worst_mean_ratio"]), 1, 3),
-            "worst-layer max variance ratio": stats.fmt_ci(stats.mean_ci(g["vs_worst_max_ratio"]), 1, 3),
-            "test acc. (running stats)": stats.fmt_ci(stats.mean_ci(g["vs_test_acc"]), 100, 2),
-            "test acc. (BN statistics recalibrated)":
-                stats.fmt_ci(stats.mean_ci(g["vs_test_acc_recalibrated"]), 100, 2),
+            "worst layer": ", ".join(sorted(set(g[vs_column("worst_layer")].astype(str)))),
+            "worst-layer mean variance ratio": _vs_ci(g, "worst_mean_ratio", 1, 3),
+            "worst-layer max variance ratio": _vs_ci(g, "worst_max_ratio", 1, 3),
+            "test acc. (running stats)": _vs_ci(g, "test_acc", 100, 2),
+            "test acc. (BN statistics recalibrated)": _vs_ci(g, "test_acc_recalibrated", 100, 2),
         })
     return pd.DataFrame(rows)
 
@@ -304,38 +324,40 @@ def variance_layers(coll: Collection) -> pd.DataFrame:
     """Long table: configuration, run, layer, mean_ratio, max_ratio."""
     runs = completed(coll.runs)
     rows = []
-    if "vs_layers" in runs:
+    col = vs_column("layers")
+    if col in runs:
         for _, r in runs.iterrows():
-            for lay in r["vs_layers"] if isinstance(r["vs_layers"], list) else []:
+            for lay in r[col] if isinstance(r[col], list) else []:
                 rows.append({"configuration": str(r["label"]), "run": r["run"], "layer": lay.get("name"),
                              "mean_ratio": lay.get("mean_ratio"), "max_ratio": lay.get("max_ratio")})
     return pd.DataFrame(rows, columns=["configuration", "run", "layer", "mean_ratio", "max_ratio"])
 
 
-INF_COLS = [("inf_batch1_ms_as_trained", "batch-1 latency, as trained (ms)", 1, 3),
-            ("inf_batch1_ms_folded", "batch-1 latency, BN folded (ms)", 1, 3),
-            ("inf_batch256_ms_as_trained", "batch-256 latency, as trained (ms)", 1, 2),
-            ("inf_batch256_ms_folded", "batch-256 latency, BN folded (ms)", 1, 2),
-            ("inf_throughput_as_trained", "throughput, as trained (samples/s)", 1, 0),
-            ("inf_throughput_folded", "throughput, BN folded (samples/s)", 1, 0)]
+# (Inference field, its name in the table, digits); one column per mode (as trained, BN folded)
+INF_SHOWN = [("batch1_ms", "batch-1 latency, {} (ms)", 3), ("batch256_ms", "batch-256 latency, {} (ms)", 2),
+             ("throughput", "throughput, {} (samples/s)", 0)]
+MODE_NAMES = dict(zip(MODES, ("as trained", "BN folded")))
 
 
 def inference_table(coll: Collection, base: dict) -> pd.DataFrame:
     runs = completed(with_context(coll))
-    if "inf_throughput_as_trained" not in runs:
+    present = inf_column("throughput", "as_trained")
+    if present not in runs:
         return pd.DataFrame()
-    runs = runs[runs["inf_throughput_as_trained"].notna()]
+    runs = runs[runs[present].notna()]
+    latency = inf_column("batch256_ms", "as_trained")
     rows = []
     for label, g in runs.groupby("label", observed=True):
-        row = {"configuration": str(label),
-               "BN layers folded": ", ".join(str(int(v)) for v in sorted(set(g["inf_bn_layers_folded"].dropna())))}
-        for col, name, sc, dg in INF_COLS:
-            row[name] = stats.fmt_ci(stats.mean_ci(g[col]), sc, dg)
-        row["max |folded − as trained| output"] = f"{g['inf_fold_max_abs_diff'].max():.2e}"
+        folded = sorted(set(g[inf_column("bn_layers_folded")].dropna()))
+        row = {"configuration": str(label), "BN layers folded": ", ".join(str(int(v)) for v in folded)}
+        for key, name, dg in INF_SHOWN:
+            for mode in MODES:
+                row[name.format(MODE_NAMES[mode])] = stats.fmt_ci(stats.mean_ci(g[inf_column(key, mode)]), 1, dg)
+        row["max |folded − as trained| output"] = f"{g[inf_column('fold_max_abs_diff')].max():.2e}"
         b = base.get(g["context"].iloc[0])
         bg = runs[runs["label"].astype(str) == b] if b else runs.iloc[:0]
         if len(bg) and b != str(label):
-            ratio = g["inf_batch256_ms_as_trained"].mean() / bg["inf_batch256_ms_as_trained"].mean()
+            ratio = g[latency].mean() / bg[latency].mean()
             row["batch-256 latency vs baseline (as trained)"] = f"{(ratio - 1) * 100:+.1f}%"
         else:
             row["batch-256 latency vs baseline (as trained)"] = "baseline" if b == str(label) else "–"

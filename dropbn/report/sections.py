@@ -1,0 +1,274 @@
+"""The report's sections: each function takes the report's Context and returns a Section
+(its markdown, and the tables and figures it refers to), or None when it does not apply.
+
+render.SECTIONS lists them in report order; render.py only assembles and writes them.
+The sections that appear only when a study varies something (learning rate,
+training-set size, dropout rate, placement) or has diagnostics are in
+optional.py.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import figures as F
+from . import stats, tables as T
+from .collect import Collection
+from .markdown import fmt_p, md_table, num, slug
+
+ARTICLE_NOTES = """\
+The article this study re-measures gets three things wrong in its code; dropbn does them the standard way:
+
+- Its "dropout" formula is a plain ReLU layer: nothing is dropped at random, so it measures no dropout at all.
+  dropbn uses `torch.nn.Dropout` (inverted dropout: units zeroed with probability p during training, the rest scaled by 1/(1−p)).
+- Its BatchNorm forgets running statistics: it normalises with the current batch's mean and variance even at test time.
+  dropbn uses `torch.nn.BatchNorm1d/2d`, which keeps running estimates during training and uses them in evaluation.
+- Its dropout stays on at test time. dropbn evaluates every epoch in eval mode: dropout off, batch norm with running statistics.
+"""
+
+SETUP_KEYS = [("data.train_size", "training images"), ("data.val_size", "validation images"),
+              ("data.augment", "augmentation"), ("model.hidden", "MLP widths"), ("model.channels", "conv channels"),
+              ("model.fc", "dense widths"), ("optim.name", "optimizer"), ("optim.lr", "lr"),
+              ("optim.momentum", "momentum"), ("optim.weight_decay", "weight decay"),
+              ("train.epochs", "epochs"), ("train.batch_size", "batch size"), ("train.schedule", "lr schedule")]
+
+
+@dataclass
+class Table:
+    name: str
+    df: pd.DataFrame
+    index: bool = True
+    latex: bool = False       # also tables/<name>.tex
+
+
+@dataclass
+class Figure:
+    name: str
+    png: bytes
+
+    @property
+    def path(self) -> str:
+        return f"figures/{self.name}.png"
+
+
+@dataclass
+class Section:
+    """One part of report.md: its markdown blocks, and the tables and figures it refers to."""
+    md: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.md.append(text)
+
+    def table(self, name: str, df: pd.DataFrame, index: bool = True, latex: bool = False) -> None:
+        self.tables.append(Table(name, df, index, latex))
+
+    def figure(self, name: str, png: bytes) -> str:
+        """Adds the figure; returns its path relative to the report, for the markdown."""
+        self.figures.append(Figure(name, png))
+        return self.figures[-1].path
+
+
+@dataclass
+class Context:
+    """What every section reads: the runs, the per-configuration statistics and the baselines."""
+    coll: Collection
+    baseline: str                  # the --baseline spec, e.g. reg=none
+    sources: list
+    title: str
+    order: list[str]               # configuration labels in report order
+    cmap: dict                     # label -> colour
+    gs: pd.DataFrame               # tables.group_stats
+    base: dict                     # context -> baseline label (tables.baselines)
+    curves: pd.DataFrame           # per-epoch curves of completed runs, with their configuration
+
+    @classmethod
+    def of(cls, coll: Collection, baseline: str, sources) -> "Context":
+        runs = coll.runs
+        order = [str(c) for c in runs["label"].cat.categories]
+        curves = coll.curves.merge(runs[runs["status"] == "completed"][["run", "label"]], on="run")
+        curves["configuration"] = curves["label"].astype(str)
+        return cls(coll=coll, baseline=baseline, sources=list(sources), title=title_of(runs), order=order,
+                   cmap=F.colors(order), gs=T.group_stats(coll), base=T.baselines(coll, T.parse_baseline(baseline)),
+                   curves=curves)
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return self.coll.runs
+
+
+def title_of(runs: pd.DataFrame) -> str:
+    data = ", ".join(dict.fromkeys(str(d) for d in runs.get("data", pd.Series(dtype=object)).dropna())) \
+        or ", ".join(dict.fromkeys(runs.get("cfg.data.name", pd.Series(dtype=object)).dropna().astype(str)))
+    models = []
+    for _, r in runs.drop_duplicates([c for c in ("cfg.model.name", "cfg.model.hidden", "cfg.model.channels",
+                                                    "cfg.model.fc") if c in runs]).iterrows():
+        name = str(r.get("cfg.model.name", "model"))
+        if name == "mlp":
+            models.append("MLP " + str(r.get("cfg.model.hidden", "")).strip("[]").replace(",", "-"))
+        elif name == "cnn":
+            models.append(f"CNN conv {r.get('cfg.model.channels')} fc {r.get('cfg.model.fc')}")
+        elif name != "nan":
+            models.append(name)
+    return f"{data or 'unknown data'} · {', '.join(dict.fromkeys(models)) or 'unknown model'}"
+
+
+def setup_line(runs: pd.DataFrame, varying: set) -> str:
+    """The settings every run shares (data size, model widths, optimizer, epochs, ...), as prose."""
+    parts = []
+    for key, name in SETUP_KEYS:
+        col = f"cfg.{key}"
+        if key in varying or col not in runs:
+            continue
+        vals = {str(v) for v in runs[col] if not (isinstance(v, float) and math.isnan(v))}
+        if len(vals) != 1:
+            continue
+        v = vals.pop()
+        if v in ("None", "null", "nan", "<NA>"):
+            if key != "data.train_size":
+                continue
+            v = "all"
+        parts.append(f"{name} {v}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- the sections, in report order
+
+def header(ctx: Context) -> Section:
+    s, runs = Section(), ctx.runs
+    s.add(f"# dropout vs. batch norm, measured — {ctx.title}\n")
+    counts = runs["status"].value_counts()
+    s.add(f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} by `dropbn report` from "
+          + ", ".join(f"`{src}`" for src in ctx.sources) + ".\n")
+    s.add(f"**{len(runs)} runs** in {len(ctx.order)} configuration(s): "
+          + ", ".join(f"{int(counts.get(st, 0))} {st}" for st in T.STATUSES) + ".")
+    varying = list(ctx.coll.varying)
+    s.add("Settings that vary (besides the seed): " + (", ".join(f"`{k}`" for k in varying) if varying else "none")
+          + ". Every number is mean ± 95% confidence half-width over seeds (t distribution) with the number "
+            "of runs n; accuracy statistics use completed runs only.")
+    s.add(f"Baseline: `{ctx.baseline}` (compared with configurations sharing every other varying setting).\n")
+    setup = setup_line(runs, set(varying))
+    if setup:
+        s.add(f"Setup (the same for every run): {setup}.\n")
+    commits = sorted({str(c) for c in runs.get("git_commit", pd.Series(dtype=object)).dropna()})
+    devices = sorted({str(c) for c in runs.get("device_used", pd.Series(dtype=object)).dropna()})
+    if commits or devices:
+        s.add("Code versions (git): " + (", ".join(f"`{c}`" for c in commits) or "unknown")
+              + "; devices: " + (", ".join(devices) or "unknown") + ".\n")
+    return s
+
+
+def article_notes(ctx: Context) -> Section:
+    return Section(md=["## About the article's code\n", ARTICLE_NOTES])
+
+
+def comparison(ctx: Context) -> Section:
+    s = Section(md=["## The article's comparison table, measured\n"])
+    for c, tab in T.comparison_table(ctx.gs, ctx.base).items():
+        name = "comparison" if c == "all" else f"comparison_{slug(c)}"
+        s.table(name, tab, latex=True)
+        if c != "all":
+            s.add(f"### {c}\n")
+        if ctx.base.get(c) is None:
+            s.add(f"_No baseline (`{ctx.baseline}`) among these configurations: relative rows left empty._\n")
+        s.add(md_table(tab, index_name="measured"))
+        s.add(f"Table: `tables/{name}.csv`, `tables/{name}.tex`.\n")
+    return s
+
+
+def claims(ctx: Context) -> Section:
+    s = Section(md=["## Claims check\n", "**Rule.** " + stats.VERDICT_RULE + " " + T.CLAIM_NOTES + "\n"])
+    cl, skipped = T.claims(ctx.coll, ctx.base)
+    if len(cl):
+        s.table("claims", cl.drop(columns=["scale"]), index=False, latex=True)
+        show = pd.DataFrame({
+            "claim": [c + ("" if x == "all" else f" [{x}]") for c, x in zip(cl["claim"], cl["context"])],
+            "the article says": cl["text"],
+            "compared (a vs b)": cl["a"] + " vs " + cl["b"],
+            "quantity": cl["quantity"].str.replace("_", " "),
+            "mean a": [num(v) for v in cl["mean_a"]], "mean b": [num(v) for v in cl["mean_b"]],
+            "a − b": [num(v) for v in cl["diff"]],
+            "test, p": [f"{t}, p={fmt_p(p)}" for t, p in zip(cl["test"], cl["p"])],
+            "n (a, b)": [f"{a}, {b}" for a, b in zip(cl["n_a"], cl["n_b"])],
+            "verdict": [f"**{v}**" + (f" ({n})" if n else "") for v, n in zip(cl["verdict"], cl["note"])],
+        })
+        s.add(md_table(show, index=False))
+        s.add("Accuracies and gaps in percentage points, times in seconds, epochs in epochs. "
+              "Table: `tables/claims.csv`, `tables/claims.tex`.\n")
+    else:
+        s.add("_No claim could be checked with these runs._\n")
+    if skipped:
+        s.add("Claims not checked:\n")
+        s.add("\n".join(f"- claim {c}: {why}" for c, why in skipped) + "\n")
+    return s
+
+
+def per_configuration(ctx: Context) -> Section:
+    s, gs = Section(md=["## Per-configuration summary\n"]), ctx.gs
+    s.table("per_configuration", gs, index=False)
+    summ = pd.DataFrame({
+        "runs": gs["runs"], "completed": gs["completed"], "diverged": gs["diverged"],
+        "failed": gs["failed"], "unfinished": gs["unfinished"],
+        "final test acc.": [T.cell(r, "final_test_acc") for _, r in gs.iterrows()],
+        "best test acc.": [T.cell(r, "best_test_acc") for _, r in gs.iterrows()],
+        "train − test acc. (pp)": [T.cell(r, "generalization_gap") for _, r in gs.iterrows()],
+        "s / epoch": [T.cell(r, "seconds_per_epoch") for _, r in gs.iterrows()],
+    })
+    summ.index = gs["configuration"].astype(str)
+    s.table("per_configuration_formatted", summ, latex=True)
+    s.add(md_table(summ, index_name="configuration"))
+    s.add("Full statistics (mean, CI half-width, std, n for every metric): `tables/per_configuration.csv`; "
+          "one row per run: `runs.csv`.\n")
+    return s
+
+
+def problems(ctx: Context) -> Section:
+    s, runs = Section(md=["## Runs that did not complete, and skipped folders\n"]), ctx.runs
+    bad = runs[runs["status"] != "completed"]
+    if len(bad):
+        s.add(md_table(pd.DataFrame({"run": bad["run"], "configuration": bad["label"].astype(str),
+                                     "status": bad["status"], "detail": bad["detail"]}), index=False))
+    else:
+        s.add("All runs completed.\n")
+    if ctx.coll.skipped:
+        s.add("Skipped folders (not read as runs):\n")
+        s.add("\n".join(f"- `{p}`: {why}" for p, why in ctx.coll.skipped) + "\n")
+    return s
+
+
+def main_figures(ctx: Context) -> Section:
+    s, gs, cmap, title = Section(md=["## Figures\n"]), ctx.gs, ctx.cmap, ctx.title
+    if len(ctx.curves):
+        f1 = s.figure("learning_curves", F.learning_curves(ctx.curves, ctx.order, cmap, title))
+        s.add(f"![learning curves]({f1})\n")
+    f2 = s.figure("final_test_acc", F.bar_figure(gs, "final_test_acc", 100, cmap, title, "final test accuracy (%)",
+                                                 zoom=True))
+    f3 = s.figure("generalization_gap", F.bar_figure(gs, "generalization_gap", 100, cmap, title,
+                                                     "train − test accuracy (pp)"))
+    f4 = s.figure("seconds_per_epoch", F.bar_figure(gs, "seconds_per_epoch", 1, cmap, title, "seconds per epoch (s)"))
+    s.add(f"![final test accuracy]({f2})\n\n![generalization gap]({f3})\n\n![seconds per epoch]({f4})\n")
+    return s
+
+
+def convergence(ctx: Context) -> Section:
+    s, gs = Section(md=["## Convergence\n"]), ctx.gs
+    conv = pd.DataFrame({
+        "target": [f"{t * 100:g}%" if pd.notna(t) else "–" for t in gs["target_acc"]],
+        "reached": [f"{r['reached_target']}/{r['completed']}" for _, r in gs.iterrows()],
+        "epochs to target": [T.cell(r, "epochs_to_target") for _, r in gs.iterrows()],
+        "seconds to target": [T.cell(r, "seconds_to_target") for _, r in gs.iterrows()],
+        "test acc. after epoch 1": [T.cell(r, "first_epoch_test_acc") for _, r in gs.iterrows()],
+    }, index=gs["configuration"].astype(str))
+    s.table("convergence", conv, latex=True)
+    s.add(md_table(conv, index_name="configuration"))
+    s.add("Epochs / seconds to target: over the completed runs that reached it.\n")
+    if len(ctx.curves):
+        target = gs["target_acc"].dropna().unique()
+        target = float(target[0]) if len(target) == 1 else None
+        f5 = s.figure("test_acc_vs_time", F.acc_vs_time(ctx.curves, ctx.order, ctx.cmap, ctx.title, target))
+        s.add(f"![test accuracy vs. wall-clock time]({f5})\n")
+    return s

@@ -1,0 +1,164 @@
+"""summary.json: the typed record of one run, defined once for its writer (train) and its reader (report).
+
+Torch-free. `summarize()` builds a `Summary` at the end of a run; the report
+reads the same fields back with `Summary.from_json()`. The `diagnostics` part
+(variance shift, BN folding, inference cost; written by dropbn/diagnostics.py)
+has its own small schema below, and `diagnostic_columns()` flattens it into
+the report's vs_* / inf_* columns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _column(optional: bool = False):
+    """A headline scalar: copied into the report's one-row-per-run table under the same name."""
+    return field(default=None, metadata={"column": True, "optional": optional})
+
+
+def _record(optional: bool = False):
+    """A structured value (dict) the report reads in its own way."""
+    return field(default=None, metadata={"column": False, "optional": optional})
+
+
+@dataclass
+class Summary:
+    """The fields of summary.json, in the order they are written. Optional ones are left out when None."""
+    status: str | None = field(default=None, metadata={"column": False, "optional": False})
+    seed: int | None = _column()
+    data: str | None = _column()                    # data set label, e.g. "MNIST"
+    data_sizes: dict | None = _record()             # {"train", "val", "test"}: images used
+    params: int | None = _column()
+    epochs: int | None = _column()
+    epochs_completed: int | None = _column()
+    final_test_acc: float | None = _column()
+    final_test_loss: float | None = _column()
+    final_train_acc: float | None = _column()
+    final_train_loss: float | None = _column()
+    best_test_acc: float | None = _column()
+    best_epoch: int | None = _column()
+    first_epoch_test_acc: float | None = _column()
+    generalization_gap: float | None = _column()    # final train acc - final test acc
+    loss_gap: float | None = _column()              # final test loss - final train loss
+    target_acc: float | None = _column()
+    epochs_to_target: int | None = _column()
+    seconds_to_target: float | None = _column()
+    train_seconds: float | None = _column()
+    seconds_per_epoch: float | None = _column()
+    diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}
+    config: dict | None = _record()                 # the resolved config
+    env: dict | None = _record()                    # dropbn.checkpoint.environment()
+    final_val_acc: float | None = _column(optional=True)   # only with a validation split
+    best_val_acc: float | None = _column(optional=True)
+    diagnostics: dict | None = _record(optional=True)      # see Diagnostics
+    error: str | None = _record(optional=True)             # a failed run's exception
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.metadata["optional"] and getattr(self, f.name) is None)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Summary":
+        """Any summary.json object: missing fields read as None, unknown ones are ignored."""
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+    def columns(self) -> dict:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+COLUMNS = tuple(f.name for f in fields(Summary) if f.metadata["column"])
+
+
+def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env) -> dict:
+    """summary.json of a run: its headline numbers from metrics rows, its config and its environment."""
+    target = float(cfg.train.target_acc)
+    last = rows[-1] if rows else {}
+    hit = next((r for r in rows if r["test_acc"] >= target), None)
+    has_val = bool(rows) and "val_acc" in last
+    return Summary(
+        status=status, seed=cfg.seed, data=data.label, data_sizes=data.sizes(), params=params,
+        epochs=cfg.train.epochs, epochs_completed=len(rows),
+        final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"),
+        final_train_acc=last.get("train_acc"), final_train_loss=last.get("train_loss"),
+        best_test_acc=max((r["test_acc"] for r in rows), default=None),
+        best_epoch=max(rows, key=lambda r: r["test_acc"])["epoch"] if rows else None,
+        first_epoch_test_acc=rows[0]["test_acc"] if rows else None,
+        generalization_gap=(last["train_acc"] - last["test_acc"]) if rows else None,
+        loss_gap=(last["test_loss"] - last["train_loss"]) if rows else None,
+        target_acc=target,
+        epochs_to_target=hit["epoch"] if hit else None,
+        seconds_to_target=hit["train_seconds"] if hit else None,
+        train_seconds=last.get("train_seconds", 0.0),
+        seconds_per_epoch=(last["train_seconds"] / len(rows)) if rows else None,
+        diverged_at=diverged_at, config=config, env=env,
+        final_val_acc=last["val_acc"] if has_val else None,
+        best_val_acc=max(r["val_acc"] for r in rows) if has_val else None,
+    ).to_json()
+
+
+# ---------------------------------------------------------------- summary.json's "diagnostics"
+
+MODES = ("as_trained", "folded")  # the trained model as it is, and with BN folded into Linear/Conv
+
+
+@dataclass
+class VarianceShift:
+    """Li et al.'s moving/real variance ratio of every BN layer (see dropbn/bn.py)."""
+    layers: list                    # [{"name", "mean_ratio", "max_ratio"}] per BN layer
+    worst_layer: str | None
+    worst_mean_ratio: float | None
+    worst_max_ratio: float | None
+    test_acc: float
+    test_acc_recalibrated: float
+
+
+@dataclass
+class Inference:
+    bn_layers_folded: int
+    fold_max_abs_diff: float
+    batch1_ms: dict = field(metadata={"per_mode": True})     # {mode: milliseconds} for mode in MODES
+    batch256_ms: dict = field(metadata={"per_mode": True})
+    throughput: dict = field(metadata={"per_mode": True})    # {mode: samples per second} at batch 256
+
+
+@dataclass
+class Diagnostics:
+    variance_shift: VarianceShift | None    # None when the model has no BN layer
+    inference: Inference
+
+    def to_json(self) -> dict:
+        vs = self.variance_shift
+        return {"variance_shift": None if vs is None else {f.name: getattr(vs, f.name) for f in fields(vs)},
+                "inference": {f.name: getattr(self.inference, f.name) for f in fields(self.inference)}}
+
+
+def vs_column(key: str) -> str:
+    """Report column of a VarianceShift field."""
+    return f"vs_{key}"
+
+
+def inf_column(key: str, mode: str | None = None) -> str:
+    """Report column of an Inference field (per-mode fields: one column per mode)."""
+    return f"inf_{key}" + (f"_{mode}" if mode else "")
+
+
+def diagnostic_columns(diag) -> dict:
+    """summary.json's diagnostics -> vs_* and inf_* scalar columns; the layer list kept as a list."""
+    out = {}
+    if not isinstance(diag, dict):
+        return out
+    vs = diag.get("variance_shift")
+    if isinstance(vs, dict):
+        for f in fields(VarianceShift):
+            if f.name != "layers":
+                out[vs_column(f.name)] = vs.get(f.name)
+        out[vs_column("layers")] = vs.get("layers") or []
+    inf = diag.get("inference")
+    if isinstance(inf, dict):
+        for f in fields(Inference):
+            if f.metadata.get("per_mode"):
+                for mode in MODES:
+                    out[inf_column(f.name, mode)] = (inf.get(f.name) or {}).get(mode)
+            else:
+                out[inf_column(f.name)] = inf.get(f.name)
+    return out
