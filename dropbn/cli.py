@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .errors import fail
+
 USAGE = """usage: dropbn <command> [args]
 
 Measure what dropout and batch normalization do to a network.
@@ -21,11 +23,6 @@ commands:
 
 Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
 """
-
-
-def _fail(e) -> None:
-    print(f"dropbn: error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
 
 
 def _train_app():
@@ -61,7 +58,7 @@ def _train_app():
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
                 return run(cfg, hc.runtime.output_dir)["status"]
         except DropbnError as e:
-            _fail(e)
+            fail(e)
         except Exception as e:  # a bug or a crash: leave status "failed" for the report, then raise
             from omegaconf import OmegaConf
 
@@ -96,7 +93,7 @@ def main(argv=None) -> None:
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2
-            _fail(e)
+            fail(e)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     else:
