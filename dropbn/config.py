@@ -53,9 +53,14 @@ def validate(cfg: DictConfig) -> None:
         if not rule.ok(v):
             raise ConfigError(key, v, rule.allowed)
     _check_folders(cfg)
-    n_train = _check_data(cfg.data)
-    _check_model(cfg.model, cfg.data)
-    _check_reg(cfg.reg, cfg.model)
+    # the registries import torch, so they are imported here, not with this module (see schema.py)
+    from .data import SOURCES
+    from .models import BUILDERS
+
+    source, builder = SOURCES[cfg.data.name], BUILDERS[cfg.model.name]
+    n_train = _check_data(cfg.data, source)
+    _check_model(cfg.model, builder, source.facts)
+    _check_reg(cfg.reg, cfg.model, builder)
     t = cfg.train
     if n_train is not None and t.batch_size > n_train:
         raise ConfigError("train.batch_size", t.batch_size, f"must be <= the training-set size ({n_train})")
@@ -79,12 +84,8 @@ def _check_folders(cfg: DictConfig) -> None:
             raise ConfigError(key, v, "is a file; must be a folder (created if missing)")
 
 
-def _check_data(d: DictConfig) -> int | None:
+def _check_data(d: DictConfig, src) -> int | None:
     """The rules between data keys; returns the training-set size when it is known up front."""
-    # imported here, not at the top: the registries import torch (see dropbn/schema.py)
-    from .data import SOURCES
-
-    src = SOURCES[d.name]
     if src.path_help:  # a missing data.root is reported by the data layer (what is missing, where, how)
         if not d.path:
             raise ConfigError("data.path", d.path, f"data={d.name} needs {src.path_help}")
@@ -101,15 +102,10 @@ def _check_data(d: DictConfig) -> int | None:
     return d.train_size if d.train_size is not None else n - d.val_size
 
 
-def _check_model(m: DictConfig, d: DictConfig) -> None:
-    from .data import SOURCES
-    from .models import BUILDERS
-
-    builder = BUILDERS[m.name]
+def _check_model(m: DictConfig, builder, facts) -> None:
     for k in builder.widths:
         if m[k] is None:
             raise ConfigError(f"model.{k}", None, RULES[f"model.{k}"].allowed)
-    facts = SOURCES[d.name].facts
     if builder.conv and facts is not None:
         size, stages = min(facts.shape[1:]), len(m.channels)
         if size >> stages < 1:
@@ -117,10 +113,7 @@ def _check_model(m: DictConfig, d: DictConfig) -> None:
                                                                   f"{size}x{size} images below 1 pixel")
 
 
-def _check_reg(r: DictConfig, m: DictConfig) -> None:
-    from .models import BUILDERS
-
-    builder = BUILDERS[m.name]
+def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
     order = list(r.order)
     if r.norm != "none" and "norm" not in order:
         raise ConfigError("reg.order", order, f"reg.norm={r.norm} needs 'norm' in the order")

@@ -13,9 +13,10 @@ keys); each field's `Rule` says the rest, and `dropbn.config.validate` applies t
 rules and the cross-field ones.
 
 Allowed names come from the registry of the module that implements them
-(`OneOf("dropbn.models:NORMS")`). Those modules import torch, so a registry is
-imported when a value is checked, not with the schema: `dropbn train --help` and
-`--cfg job` stay torch-free (torch alone takes 1-4 s to import).
+(`OneOf("dropbn.models:NORMS")`). Those modules import torch, which takes seconds,
+so a registry is imported when a value is checked, not with the schema: `dropbn train
+--help` and `--cfg job` stay torch-free, and validate() applies the rules that need
+no registry first, so that most bad values are reported without torch.
 """
 import importlib
 import re
