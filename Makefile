@@ -11,8 +11,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	# torch/torchvision first, by the versions this machine's pip serves offline;
-	# elsewhere pip resolves the pyproject ranges as usual.
+	# torch/torchvision first, at the versions the project is tested with; where pip
+	# cannot get those, it resolves the pyproject ranges as usual.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
 	$(BIN)/pip install -q -e ".[test,launchers]"
 	touch $(STAMP)

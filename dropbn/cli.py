@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from .errors import DropbnError
+from .errors import DropbnError, fail
 from .signals import GracefulStop
 
 USAGE = """usage: dropbn <command> [args]
@@ -26,11 +26,6 @@ commands:
 
 Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
 """
-
-
-def _fail(e) -> None:
-    print(f"dropbn: error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
 
 
 def _train_app():
@@ -54,7 +49,7 @@ def _train_app():
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
                 return run(cfg, hc.runtime.output_dir, launcher=launcher)["status"]  # run() writes it
         except DropbnError as e:
-            _fail(e)
+            fail(e)
 
     return train
 
@@ -79,7 +74,7 @@ def main(argv=None) -> None:
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2
-            _fail(e)
+            fail(e)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     else:

@@ -8,39 +8,30 @@ no PIL in the loop.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import os
-import pickle
-import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 
-from .errors import DataError
+from . import readers
+from .datasets import DATASETS, DatasetFacts
+from .errors import DataError, first_line
 from .checkpoint import atomic_torch_save
 
 CACHE_VERSION = 1
-
-TV_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+# torchvision's file layouts under the data root
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-CLASSES = {
-    "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"],
-}
-LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 
 
 @dataclass
@@ -96,38 +87,52 @@ def resolve_cache_dir(cache_dir) -> Path:
     return Path(base) / "dropbn"
 
 
-# ---------------------------------------------------------------- raw readers
-def _open_maybe_gz(path: Path) -> bytes:
-    if path.exists():
-        return path.read_bytes()
-    gz = path.with_name(path.name + ".gz")
-    with gzip.open(gz, "rb") as f:
-        return f.read()
+# ---------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class Source:
+    """A data.name: where its files are, how to read them, how to fetch them."""
+    files: Callable[[Path, Any], list[Path]]  # (data root, data config) -> the files `read` needs
+    read: Callable[[list[Path], Any], dict]   # (files, data config) -> arrays, see dropbn.readers
+    facts: DatasetFacts | None = None         # None: classes and sizes come from the files
+    torchvision: str | None = None            # the torchvision.datasets class that downloads the files
+    path_help: str | None = None              # read from data.path, which must name this
 
 
-def read_idx(path: Path, expect_dims: int) -> np.ndarray:
-    """Parse an IDX file (uint8 payload), checking magic and size."""
+def _idx_files(folder: str) -> Callable[[Path, Any], list[Path]]:
+    return lambda root, cfg: [root / folder / "raw" / f for pair in IDX_FILES.values() for f in pair]
+
+
+def _cifar_files(root: Path, cfg) -> list[Path]:
+    return [root / "cifar-10-batches-py" / f for f in CIFAR_FILES]
+
+
+def _user_path(root: Path, cfg) -> list[Path]:
+    if not cfg.path:
+        raise DataError(f"data={cfg.name} needs data.path ({SOURCES[cfg.name].path_help})")
+    p = Path(cfg.path).expanduser()
+    if not p.exists():
+        raise DataError(f"data.path={cfg.path}: no such file or folder")
+    return [p]
+
+
+# data.name
+SOURCES: dict[str, Source] = {
+    "mnist": Source(_idx_files("MNIST"), readers.read_idx_pairs, DATASETS["mnist"], "MNIST"),
+    "fashion_mnist": Source(_idx_files("FashionMNIST"), readers.read_idx_pairs,
+                            DATASETS["fashion_mnist"], "FashionMNIST"),
+    "cifar10": Source(_cifar_files, readers.read_cifar, DATASETS["cifar10"], "CIFAR10"),
+    "cifar10_jpeg": Source(lambda root, cfg: [root / "cifar10-jpeg.tar.gz"], readers.read_imagefolder,
+                           DATASETS["cifar10_jpeg"]),
+    "imagefolder": Source(_user_path, readers.read_imagefolder,
+                          path_help="a folder with train/<class>/* and test/<class>/*, or a .tar.gz of one"),
+}
+
+
+def source(name: str) -> Source:
     try:
-        raw = _open_maybe_gz(path)
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    if len(raw) < 4 + 4 * expect_dims:
-        raise DataError(f"corrupt IDX file {path}: only {len(raw)} bytes")
-    zero, dtype, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
-    if zero != 0 or dtype != 0x08 or ndim != expect_dims:
-        raise DataError(f"corrupt IDX file {path}: bad magic {raw[:4].hex()} "
-                        f"(expected 0000080{expect_dims})")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    payload = raw[4 + 4 * ndim:]
-    if len(payload) != int(np.prod(dims)):
-        raise DataError(f"corrupt IDX file {path}: header says {dims} = {int(np.prod(dims))} "
-                        f"bytes, file has {len(payload)}")
-    return np.frombuffer(payload, dtype=np.uint8).reshape(dims).copy()
-
-
-def _idx_paths(root: Path, name: str) -> list[Path]:
-    raw = root / TV_FOLDERS[name] / "raw"
-    return [raw / f for pair in IDX_FILES.values() for f in pair]
+        return SOURCES[name]
+    except KeyError:
+        raise DataError(f"data.name={name!r}: allowed: {', '.join(SOURCES)}") from None
 
 
 def _exists(p: Path) -> bool:
@@ -136,27 +141,31 @@ def _exists(p: Path) -> bool:
 
 def _download(name: str, root: Path) -> None:
     """Fetch with torchvision (online use). Any failure becomes one DataError line."""
+    # imported here: torchvision takes seconds to import and only a download needs it
     import torchvision.datasets as tvd
 
-    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    cls = getattr(tvd, SOURCES[name].torchvision)
     try:
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
     except Exception as e:  # offline, read-only root, checksum mismatch ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"download failed ({type(e).__name__}: {reason})") from None
+        raise DataError(f"download failed ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _ensure_files(name: str, root: Path, files: list[Path], download: bool) -> None:
     missing = [p for p in files if not _exists(p)]
     if not missing:
         return
-    how = (f"put torchvision's {LABELS[name]} files there, or point data.root / "
-           f"DROPBN_DATA_DIR at a folder that has them")
-    where = f"{LABELS[name]} not found under {root}: missing {', '.join(str(p.relative_to(root)) for p in missing[:2])}"
+    src = SOURCES[name]
+    label = src.facts.label if src.facts else name
+    what = f"torchvision's {label} files" if src.torchvision else ", ".join(p.name for p in files)
+    how = f"put {what} there, or point data.root / DROPBN_DATA_DIR at a folder that has them"
+    where = f"{label} not found under {root}: missing {', '.join(str(p.relative_to(root)) for p in missing[:2])}"
     where += f" (+{len(missing) - 2} more)" if len(missing) > 2 else ""
     if not download:
         raise DataError(f"{where}; {how} (data.download=false)")
+    if not src.torchvision:
+        raise DataError(f"{where}; {how} (no download for it)")
     try:
         _download(name, root)
     except DataError as e:
@@ -165,121 +174,7 @@ def _ensure_files(name: str, root: Path, files: list[Path], download: bool) -> N
         raise DataError(f"{where}; download did not produce them; {how}")
 
 
-def _read_torchvision_idx(name: str, root: Path) -> dict:
-    raw = root / TV_FOLDERS[name] / "raw"
-    out = {}
-    for split, (img, lab) in IDX_FILES.items():
-        x = read_idx(raw / img, 3)
-        y = read_idx(raw / lab, 1)
-        if len(x) != len(y):
-            raise DataError(f"corrupt data in {raw}: {len(x)} images but {len(y)} labels ({split})")
-        out[split] = (x[:, None], y)
-    return out
-
-
-def _read_cifar(root: Path) -> dict:
-    folder = root / "cifar-10-batches-py"
-    xs, ys = {"train": [], "test": []}, {"train": [], "test": []}
-    for f in CIFAR_FILES:
-        try:
-            with open(folder / f, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(d["labels"], dtype=np.int64)
-        except Exception as e:
-            raise DataError(f"corrupt CIFAR-10 file {folder / f}: {type(e).__name__}: {e}") from None
-        split = "test" if f == "test_batch" else "train"
-        xs[split].append(x)
-        ys[split].append(y)
-    return {s: (np.concatenate(xs[s]), np.concatenate(ys[s])) for s in xs}
-
-
-def _decode_image(data: bytes, where: str, image_size):
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-    except Exception as e:
-        raise DataError(f"unreadable image {where}: {type(e).__name__}") from None
-    if image_size:
-        im = im.resize((image_size, image_size))
-    a = np.asarray(im, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-
-def _iter_imagefolder(path: Path):
-    """Yield (split, class, where, bytes) for every image in a folder or archive."""
-    if path.is_dir():
-        for split in ("train", "test"):
-            for f in sorted((path / split).rglob("*")):
-                if f.suffix.lower() in IMAGE_EXTS and f.is_file():
-                    rel = f.relative_to(path / split)
-                    yield split, rel.parts[0], str(f), f.read_bytes()
-        return
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for m in tar:
-                parts = Path(m.name).parts
-                # accept an optional top folder: [top/]train/<class>/<file>
-                for k in range(len(parts)):
-                    if parts[k] in ("train", "test") and len(parts) - k >= 3:
-                        break
-                else:
-                    continue
-                if not m.isfile() or Path(m.name).suffix.lower() not in IMAGE_EXTS:
-                    continue
-                yield parts[k], parts[k + 1], f"{path}:{m.name}", tar.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"cannot read archive {path}: {type(e).__name__}: {e}") from None
-
-
-def _read_imagefolder(path: Path, image_size) -> dict:
-    from tqdm import tqdm
-
-    imgs = {"train": [], "test": []}
-    labels = {"train": [], "test": []}
-    for split, cls, where, data in tqdm(_iter_imagefolder(path), desc=f"decode {path.name}",
-                                        unit="img", leave=False, mininterval=1.0):
-        imgs[split].append(_decode_image(data, where, image_size))
-        labels[split].append(cls)
-    for split in ("train", "test"):
-        if not imgs[split]:
-            raise DataError(f"no images under {path}/{split}/<class>/ (expected train/<class>/* "
-                            f"and test/<class>/*)")
-    classes = sorted(set(labels["train"]))
-    extra = sorted(set(labels["test"]) - set(classes))
-    if extra:
-        raise DataError(f"test classes {extra} of {path} have no training images")
-    shapes = {a.shape for s in imgs.values() for a in s}
-    if len(shapes) > 1:
-        raise DataError(f"images under {path} differ in size ({sorted(shapes)[:3]} ...); "
-                        f"set data.image_size to resize them")
-    index = {c: i for i, c in enumerate(classes)}
-    out = {s: (np.stack(imgs[s]), np.asarray([index[c] for c in labels[s]], dtype=np.int64))
-           for s in imgs}
-    out["classes"] = classes
-    return out
-
-
 # ---------------------------------------------------------------- cache
-def _source_files(cfg, root: Path) -> tuple[str, list[Path]]:
-    name = cfg.name
-    if name in TV_FOLDERS:
-        return name, _idx_paths(root, name)
-    if name == "cifar10":
-        return name, [root / "cifar-10-batches-py" / f for f in CIFAR_FILES]
-    if name == "imagefolder":
-        if not cfg.path:
-            raise DataError("data=imagefolder needs data.path (a folder with train/<class>/* and "
-                            "test/<class>/*, or a .tar.gz of one)")
-        p = Path(cfg.path).expanduser()
-        if not p.exists():
-            raise DataError(f"data.path={cfg.path}: no such file or folder")
-        return name, [p]
-    raise DataError(f"data.name={name!r}: allowed mnist, fashion_mnist, cifar10, imagefolder")
-
-
 def _fingerprint(files: list[Path], extra: str) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{extra}".encode())
     for f in files:
@@ -295,47 +190,41 @@ def _fingerprint(files: list[Path], extra: str) -> str:
 
 def load_raw(cfg) -> dict:
     """Decoded uint8 arrays for both splits, through the cache. Keys: train, test, classes."""
-    from filelock import FileLock
-
+    src = source(cfg.name)
     root = resolve_root(cfg.root)
-    name, files = _source_files(cfg, root)
-    if name in TV_FOLDERS or name == "cifar10":
-        _ensure_files(name, root, files, bool(cfg.download))
-    key = _fingerprint(files, f"{name}|{cfg.get('image_size')}")
+    files = src.files(root, cfg)
+    _ensure_files(cfg.name, root, files, bool(cfg.download))
+    key = _fingerprint(files, f"{cfg.name}|{cfg.get('image_size')}")
     cache = resolve_cache_dir(cfg.cache_dir)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cache folder {cache} is not writable ({e.strerror}); set "
                         f"data.cache_dir or DROPBN_CACHE_DIR") from None
-    target = cache / f"{name}-{key}.pt"
+    target = cache / f"{cfg.name}-{key}.pt"
     with FileLock(str(target) + ".lock", timeout=600):
         if target.exists():
             try:
                 return torch.load(target, weights_only=False)
             except Exception:
                 target.unlink(missing_ok=True)  # truncated by a crash elsewhere: rebuild
-        if name in TV_FOLDERS:
-            arrays = _read_torchvision_idx(name, root)
-        elif name == "cifar10":
-            arrays = _read_cifar(root)
-        else:
-            arrays = _read_imagefolder(files[0], cfg.get("image_size"))
+        arrays = src.read(files, cfg)
+        classes = list(arrays.get("classes") or src.facts.classes)
+        if src.facts and classes != list(src.facts.classes):
+            raise DataError(f"{files[0]} holds the classes {classes}, not those of {src.facts.label}: "
+                            f"{list(src.facts.classes)}")
         out = {s: (torch.from_numpy(np.ascontiguousarray(arrays[s][0])),
                    torch.from_numpy(np.asarray(arrays[s][1], dtype=np.int64)))
                for s in ("train", "test")}
-        out["classes"] = arrays.get("classes", CLASSES.get(name))
+        out["classes"] = classes
         atomic_torch_save(out, target)
         return out
 
 
 def data_label(cfg) -> str:
-    if cfg.name == "imagefolder":
-        p = str(cfg.path or "")
-        if "cifar10-jpeg" in p:
-            return "CIFAR-10 (JPEG q75 mirror)"
-        return f"imagefolder:{Path(p).name}"
-    return LABELS[cfg.name]
+    """The data set's name in logs and reports; an image folder is named by its file or folder."""
+    facts = source(cfg.name).facts
+    return facts.label if facts else f"{cfg.name}:{Path(str(cfg.path or '')).name}"
 
 
 def load_data(cfg, device="cpu") -> Data:

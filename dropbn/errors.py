@@ -1,4 +1,8 @@
 """User-facing errors: each becomes one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 
 class DropbnError(Exception):
@@ -23,3 +27,17 @@ class Interrupted(DropbnError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + int(signum)
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an error's message, or its type name if it has none."""
+    for line in str(e).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(e).__name__
+
+
+def fail(e: BaseException) -> NoReturn:
+    """The one error printer: `dropbn: error: <one line>` on stderr, exit with the error's code (2)."""
+    print(f"dropbn: error: {first_line(e)}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 2))

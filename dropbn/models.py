@@ -8,19 +8,25 @@ excludes) is simply left out, so the printed model is exactly what runs.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
-def _norm(kind: str, width: int, conv: bool, groups: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)
-    if kind == "layer":  # over all features of a sample (C,H,W for conv)
-        return nn.GroupNorm(1, width) if conv else nn.LayerNorm(width)
-    if kind == "group":
-        return nn.GroupNorm(groups, width)
-    raise ValueError(kind)
+def _layer_norm(width: int, conv: bool, groups: int) -> nn.Module:
+    """Over all features of a sample (C, H, W for conv)."""
+    return nn.GroupNorm(1, width) if conv else nn.LayerNorm(width)
+
+
+# reg.norm: the norm layer of a block (width, conv, reg.norm_groups) -> module; none: no layer
+NORMS = {
+    "none": None,
+    "batch": lambda width, conv, groups: nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width),
+    "layer": _layer_norm,
+    "group": lambda width, conv, groups: nn.GroupNorm(groups, width),
+}
 
 
 _RAND_MASK_OK: bool | None = None
@@ -59,24 +65,42 @@ class Dropout(nn.Dropout):
         return x * noise
 
 
+def _norm_layer(width: int, reg, conv: bool, rate: float) -> nn.Module | None:
+    make = NORMS[reg.norm]
+    return make(width, conv, int(reg.norm_groups)) if make else None
+
+
+def _dropout_layer(width: int, reg, conv: bool, rate: float) -> nn.Module | None:
+    if rate <= 0:
+        return None
+    return nn.Dropout2d(rate) if conv and reg.channel_dropout else Dropout(rate)
+
+
+# reg.order tokens: the layer each adds after a block's Linear/Conv, or None when switched off
+ORDER_TOKENS = {
+    "norm": _norm_layer,
+    "act": lambda width, reg, conv, rate: nn.ReLU(inplace=False),
+    "dropout": _dropout_layer,
+}
+# reg.dropout_blocks: which of n dense blocks get dropout (conv blocks only with "all")
+DROPOUT_BLOCKS = {
+    "all": lambda n: [True] * n,
+    "last": lambda n: [False] * (n - 1) + [True],  # after every norm layer (Li et al. 2019)
+}
+
+
 def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float) -> nn.Sequential:
     parts = [("conv" if conv else "linear", layer)]
     for tok in reg.order:
-        if tok == "norm" and reg.norm != "none":
-            parts.append(("norm", _norm(reg.norm, width, conv, int(reg.norm_groups))))
-        elif tok == "act":
-            parts.append(("act", nn.ReLU(inplace=False)))
-        elif tok == "dropout" and rate > 0:
-            d = nn.Dropout2d(rate) if conv and reg.channel_dropout else Dropout(rate)
-            parts.append(("dropout", d))
+        module = ORDER_TOKENS[tok](width, reg, conv, rate)
+        if module is not None:
+            parts.append((tok, module))
     return nn.Sequential(OrderedDict(parts))
 
 
 def _dense_rates(reg, n_blocks: int) -> list[float]:
     rate = float(reg.dropout)
-    if reg.dropout_blocks == "last":
-        return [0.0] * (n_blocks - 1) + [rate]
-    return [rate] * n_blocks
+    return [rate if on else 0.0 for on in DROPOUT_BLOCKS[reg.dropout_blocks](n_blocks)]
 
 
 def build_mlp(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
@@ -98,7 +122,7 @@ def build_mlp(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
 
 def build_cnn(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
     c, h, w = (int(d) for d in in_shape)
-    conv_rate = float(reg.conv_dropout) if reg.dropout_blocks == "all" else 0.0
+    conv_rate = float(reg.conv_dropout) if reg.dropout_blocks == "all" else 0.0  # see DROPOUT_BLOCKS
     layers: list[tuple[str, nn.Module]] = []
     prev = c
     for s, ch in enumerate(int(x) for x in model_cfg.channels):
@@ -121,12 +145,22 @@ def build_cnn(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
+@dataclass(frozen=True)
+class Builder:
+    build: Callable[..., nn.Sequential]  # (model_cfg, reg, in_shape, num_classes) -> model
+    widths: tuple[str, ...]              # the model.* width lists it reads
+    conv: bool                           # conv stages: each halves H and W; reg.conv_dropout applies
+
+
+# model.name
+BUILDERS = {
+    "mlp": Builder(build_mlp, widths=("hidden",), conv=False),
+    "cnn": Builder(build_cnn, widths=("channels", "fc"), conv=True),
+}
+
+
 def build_model(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
-    if model_cfg.name == "mlp":
-        return build_mlp(model_cfg, reg, in_shape, num_classes)
-    if model_cfg.name == "cnn":
-        return build_cnn(model_cfg, reg, in_shape, num_classes)
-    raise ValueError(f"unknown model {model_cfg.name}")
+    return BUILDERS[model_cfg.name].build(model_cfg, reg, in_shape, num_classes)
 
 
 KIND = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm1d: "norm", nn.BatchNorm2d: "norm",

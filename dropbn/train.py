@@ -42,23 +42,31 @@ from .summary import summarize
 log = logging.getLogger("dropbn")
 
 
+# optim.name: (optim config, parameters) -> optimizer; optim.momentum is Adam's beta1
+OPTIMIZERS = {
+    "sgd": lambda o, params: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+                                             weight_decay=o.weight_decay, foreach=True),
+    "adam": lambda o, params: torch.optim.Adam(params, lr=o.lr, betas=(o.momentum, 0.999),
+                                               weight_decay=o.weight_decay, foreach=True),
+    "rmsprop": lambda o, params: torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum,
+                                                     weight_decay=o.weight_decay, foreach=True),
+}
+# train.schedule: (train config, optimizer) -> lr scheduler, stepped once per epoch
+SCHEDULES = {
+    "none": lambda t, opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
+    "cosine": lambda t, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
+    "step": lambda t, opt: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_every, gamma=t.step_gamma),
+}
+# train.objective: the validation metric a run returns to Hydra sweepers
+OBJECTIVES = ("val_acc", "val_loss", "best_val_acc")
+
+
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
-    o = cfg.optim
-    fast = {"foreach": True}
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fast)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay, **fast)
-    return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fast)
+    return OPTIMIZERS[cfg.optim.name](cfg.optim, params)
 
 
 def build_scheduler(cfg, opt):
-    t = cfg.train
-    if t.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
-    if t.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_every, gamma=t.step_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    return SCHEDULES[cfg.train.schedule](cfg.train, opt)
 
 
 def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.Tensor:

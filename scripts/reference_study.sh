@@ -19,7 +19,7 @@ for s in "${studies[@]}"; do
     extra=(seed=0,1,2,3,4)   # the headline study: five seeds
   fi
   if [ "$s" = compare_cifar10_cnn ] && [ -f "$DATA/cifar10-jpeg.tar.gz" ]; then
-    extra=(data=imagefolder "data.path=$DATA/cifar10-jpeg.tar.gz")
+    extra=(data=cifar10_jpeg)
   fi
   if [[ " $STAGES " == *" train "* ]]; then
     start=$(date +%s)

@@ -12,7 +12,7 @@ EXPS = sorted(p.stem for p in (CONFIG_DIR / "exp").glob("*.yaml"))
 
 
 def test_groups_present():
-    assert GROUPS["data"] == ["cifar10", "fashion_mnist", "imagefolder", "mnist"]
+    assert GROUPS["data"] == ["cifar10", "cifar10_jpeg", "fashion_mnist", "imagefolder", "mnist"]
     assert GROUPS["model"] == ["cnn", "mlp"]
     assert {"none", "dropout", "batchnorm", "both"} <= set(GROUPS["reg"])
     assert GROUPS["optim"] == ["adam", "rmsprop", "sgd"]
@@ -24,7 +24,7 @@ def test_every_group_option_composes_and_validates(group, option, tmp_path):
     ov = [f"{group}={option}"]
     if option == "imagefolder":
         ov.append(f"data.path={tmp_path}")
-    if group == "data" and option in ("cifar10", "imagefolder"):
+    if group == "data" and option in ("cifar10", "cifar10_jpeg", "imagefolder"):
         ov.append("model=cnn")
     cfg = compose(*ov)
     validate(cfg)

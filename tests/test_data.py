@@ -115,6 +115,39 @@ def test_imagefolder_folder_and_targz_agree(tmp_path):
     assert sorted(a.test.y.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def _archive(tree, target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as t:
+        t.add(tree / "train", arcname="train")
+        t.add(tree / "test", arcname="test")
+
+
+def test_cifar10_jpeg_is_the_archive_under_the_data_root_with_its_own_label(tmp_path):
+    from dropbn.datasets import CIFAR10_CLASSES
+
+    make_imagefolder(tmp_path / "tree", classes=CIFAR10_CLASSES, n=1)
+    _archive(tmp_path / "tree", tmp_path / "root" / "cifar10-jpeg.tar.gz")
+    d = D.load_data(dcfg(name="cifar10_jpeg", root=str(tmp_path / "root"), cache_dir=str(tmp_path / "c")))
+    assert d.label == "CIFAR-10 (JPEG q75 mirror)" and d.classes == list(CIFAR10_CLASSES)
+    assert d.sizes() == {"train": 10, "val": 0, "test": 10}
+    with pytest.raises(DataError) as e:  # no torchvision download for it: say where and how, one line
+        D.load_data(dcfg(name="cifar10_jpeg", root=str(tmp_path / "empty"), cache_dir=str(tmp_path / "c"),
+                         download=True))
+    msg = str(e.value)
+    assert msg.startswith("CIFAR-10 (JPEG q75 mirror) not found under") and "cifar10-jpeg.tar.gz" in msg
+    # an archive of other classes is not the mirror
+    make_imagefolder(tmp_path / "other", classes=("cat", "dog"), n=1)
+    _archive(tmp_path / "other", tmp_path / "root2" / "cifar10-jpeg.tar.gz")
+    with pytest.raises(DataError, match="holds the classes .*'cat', 'dog'.*not those of CIFAR-10"):
+        D.load_data(dcfg(name="cifar10_jpeg", root=str(tmp_path / "root2"), cache_dir=str(tmp_path / "c")))
+
+
+def test_an_image_folder_is_labelled_by_its_name(tmp_path):
+    make_imagefolder(tmp_path / "pets", n=1)
+    d = D.load_data(dcfg(name="imagefolder", path=str(tmp_path / "pets"), cache_dir=str(tmp_path / "c")))
+    assert d.label == "imagefolder:pets"
+
+
 def test_imagefolder_unreadable_image_is_a_data_error(tmp_path):
     make_imagefolder(tmp_path / "t")
     (tmp_path / "t" / "train" / "cat" / "bad.png").write_bytes(b"not an image")
