@@ -26,7 +26,8 @@ HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 # Keys that say where or how a run executes, not what it computes. Folder names, resume and report
 # grouping all start from this one list; where a use differs, the difference is named below, once.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
-                   "train.diagnostics", "data.root", "data.cache_dir", "data.download", "data.path")
+                   "train.diagnostics", "train.tensorboard", "train.objective", "train.claim_timeout",
+                   "data.root", "data.cache_dir", "data.download", "data.path")
 # Command-line choices that are not config values (a preset, a launcher): only folder names see them.
 LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
 # Where an image folder lives: left out of folder names and report grouping, but checked on resume,
