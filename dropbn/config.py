@@ -12,7 +12,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
 
-CONFIG_DIR = Path(os.environ.get("DROPBN_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+
+def _config_dir() -> Path:
+    """$DROPBN_CONFIG_DIR, else the copy a wheel installs (dropbn/configs/), else the
+    repository's top-level configs/ (a source checkout or an editable install)."""
+    if os.environ.get("DROPBN_CONFIG_DIR"):
+        return Path(os.environ["DROPBN_CONFIG_DIR"])
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if installed.is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagefolder")
 MODELS = ("mlp", "cnn")
