@@ -18,6 +18,8 @@ commands:
   report   turn the runs under one or more folders into comparison tables,
            claim checks and figures (dropbn report results/compare_mnist_mlp)
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
+  export   TensorBoard event files of finished runs, one subfolder per run
+           (dropbn export tensorboard results/compare_mnist_mlp --out tb)
 
 Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
 """
@@ -38,6 +40,7 @@ def _train_app():
     def train(cfg):
         from .config import validate
         from .errors import DropbnError
+        from .objective import objective
         from .train import run
 
         hc = HydraConfig.get()
@@ -59,7 +62,8 @@ def _train_app():
             from .signals import GracefulStop
 
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
-                return run(cfg, hc.runtime.output_dir)["status"]
+                summary = run(cfg, hc.runtime.output_dir)
+            return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
             _fail(e)
         except Exception as e:  # a bug or a crash: leave status "failed" for the report, then raise
@@ -86,11 +90,13 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd in ("report", "diagnose"):
+    elif cmd in ("report", "diagnose", "export"):
         from .errors import DropbnError
 
         if cmd == "report":
             from .report.cli import main as sub_main
+        elif cmd == "export":
+            from .tracking import main as sub_main
         else:
             from .diagnostics import main as sub_main
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
+from .objective import OBJECTIVES
 
 
 def _config_dir() -> Path:
@@ -225,8 +226,10 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "train.eval_train_size", 1, allow_none=True)
     _int(cfg, "train.eval_batch_size", 1)
     _int(cfg, "train.threads", 1, allow_none=True)
-    for key in ("train.amp", "train.compile", "train.force", "train.progress", "train.diagnostics"):
+    for key in ("train.amp", "train.compile", "train.force", "train.progress", "train.diagnostics",
+                "train.tensorboard"):
         _bool(cfg, key)
+    _choice(cfg, "train.objective", tuple(OBJECTIVES))
 
 
 _KNOWN_KEYS: set | None = None

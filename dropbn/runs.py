@@ -126,7 +126,8 @@ class RunDir:
 # Keys that say where or how a run executes, not what it computes: a run may be
 # resumed with other values (they are also left out of the folder name).
 RESUME_IGNORED = ("out_root", "device", "train.force", "train.progress", "train.threads",
-                  "train.diagnostics", "data.root", "data.cache_dir", "data.download")
+                  "train.diagnostics", "train.tensorboard", "train.objective",
+                  "data.root", "data.cache_dir", "data.download")
 
 
 def same_config(saved: dict, current: dict) -> bool:
@@ -206,4 +207,5 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
     if rows and "val_acc" in last:
         s["final_val_acc"] = last["val_acc"]
         s["best_val_acc"] = max(r["val_acc"] for r in rows)
+        s["final_val_loss"] = last["val_loss"]
     return s

@@ -18,6 +18,7 @@ from . import models
 from .data import Batches, load_data
 from .runs import MODEL_TXT, RunDir, environment, same_config, summarize
 from .signals import requested_signal, stopping
+from .tracking import TensorBoardLog
 
 log = logging.getLogger("dropbn")
 
@@ -114,6 +115,7 @@ def run(cfg, out_dir) -> dict:
         return rd.read_summary()
     if cfg.train.force:
         rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
+    tb = TensorBoardLog(cfg.train.tensorboard)  # train.tensorboard (dropbn/tracking.py); no-op when off
 
     device = resolve_device(cfg.device)
     if cfg.train.threads:
@@ -156,6 +158,7 @@ def run(cfg, out_dir) -> dict:
         _set_rng_state(device, gen, ckpt["rng"])
         rows, start_epoch, train_seconds = ckpt["metrics"], ckpt["epoch"], ckpt["train_seconds"]
         log.info(f"resuming {rd.path} at epoch {start_epoch + 1}/{cfg.train.epochs}")
+    tb.open(rd.path, rows)
 
     log.info(f"{desc}\ndata: {data.label} {data.sizes()}  device: {device}  "
              f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
@@ -205,6 +208,7 @@ def run(cfg, out_dir) -> dict:
         row["eval_seconds"] = time.perf_counter() - t1
         row["train_seconds"] = train_seconds
         rows.append(row)
+        tb.epoch(row)  # before the checkpoint: an epoch re-run after a crash is purged, never missing
         sched.step()
         log.info(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                  f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
@@ -218,6 +222,7 @@ def run(cfg, out_dir) -> dict:
         status = "completed"
 
     if status == "interrupted":
+        tb.close()
         raise_interrupted(rd, len(rows))
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at, params=models.count_params(model),
                         data=data, config=config, env=environment(device))
@@ -226,6 +231,8 @@ def run(cfg, out_dir) -> dict:
         summary["diagnostics"] = run_diagnostics(model, data, cfg, device)
     rd.write_metrics(rows)
     rd.write_summary(summary)
+    tb.finish(config, summary)
+    tb.close()
     if status == "completed":
         log.info(f"done: test acc {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f}), "
                  f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch\n"
