@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean-venv
+# plain `make`: the venv with dropbn and every extra the tests use
+.DEFAULT_GOAL := install
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# torch/torchvision first, at the versions the project is tested with; where pip
 	# cannot get those, it resolves the pyproject ranges as usual.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[test,launchers]"
+	$(BIN)/pip install -q -e ".[test,launchers,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)

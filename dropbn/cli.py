@@ -23,6 +23,8 @@ commands:
   report   turn the runs under one or more folders into comparison tables,
            claim checks and figures (dropbn report results/compare_mnist_mlp)
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
+  export   TensorBoard event files of finished runs, one subfolder per run
+           (dropbn export tensorboard results/compare_mnist_mlp --out tb)
 
 Data root: data.root=..., else $DROPBN_DATA_DIR, else ./data.
 """
@@ -37,6 +39,7 @@ def _train_app():
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def train(cfg):
         from .config import validate
+        from .objective import objective
         from .train import run
 
         hc = HydraConfig.get()
@@ -47,7 +50,8 @@ def _train_app():
                 logging.getLogger("dropbn").info(f"=== run {hc.job.num + 1}/{total}: {hc.job.override_dirname}")
             launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
-                return run(cfg, hc.runtime.output_dir, launcher=launcher)["status"]  # run() writes it
+                summary = run(cfg, hc.runtime.output_dir, launcher=launcher)  # run() writes every status
+            return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
             fail(e)
 
@@ -66,9 +70,11 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd in ("report", "diagnose"):
+    elif cmd in ("report", "diagnose", "export"):
         if cmd == "report":
             from .report.cli import main as sub_main
+        elif cmd == "export":
+            from .tracking import main as sub_main
         else:
             from .diagnose import main as sub_main
         try:

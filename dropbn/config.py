@@ -16,7 +16,18 @@ from omegaconf.errors import ConfigKeyError
 from .errors import ConfigError
 from .schema import RULES, Config
 
-CONFIG_DIR = Path(os.environ.get("DROPBN_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+
+def _config_dir() -> Path:
+    """$DROPBN_CONFIG_DIR, else the copy a wheel installs (dropbn/configs/), else the
+    repository's top-level configs/ (a source checkout or an editable install)."""
+    if os.environ.get("DROPBN_CONFIG_DIR"):
+        return Path(os.environ["DROPBN_CONFIG_DIR"])
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if installed.is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def dirname(override_dirname: str) -> str:

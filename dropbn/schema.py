@@ -223,7 +223,7 @@ class TrainConfig:
     progress: bool = key(True, Bool())                 # tqdm bars
     diagnostics: bool = key(True, Bool())              # variance shift, BN folding, inference timing at the end
     tensorboard: bool = key(False, Bool())             # TensorBoard event files in the run folder
-    objective: str = key("val_acc", OneOf("dropbn.train:OBJECTIVES"))  # what a run returns to a sweeper
+    objective: str = key("val_acc", OneOf("dropbn.objective:OBJECTIVES"))  # what a run returns to a sweeper
     claim_timeout: float = key(600.0, Num(0.0, lo_open=True))  # seconds: an older run claim is taken over
     steps: Optional[int] = key(None, Int(1, null=True))  # train for this many steps instead of epochs
     eval_every_steps: Optional[int] = key(None, Int(1, null=True))

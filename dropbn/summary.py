@@ -50,6 +50,7 @@ class Summary:
     env: dict | None = _record()                    # dropbn.checkpoint.environment()
     final_val_acc: float | None = _column(optional=True)   # only with a validation split
     best_val_acc: float | None = _column(optional=True)
+    final_val_loss: float | None = _column(optional=True)
     diagnostics: dict | None = _record(optional=True)      # see Diagnostics
     error: str | None = _record(optional=True)             # a failed run's exception
 
@@ -93,6 +94,7 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
         diverged_at=diverged_at, config=config, env=env,
         final_val_acc=last["val_acc"] if has_val else None,
         best_val_acc=max(r["val_acc"] for r in rows) if has_val else None,
+        final_val_loss=last["val_loss"] if has_val else None,
     ).to_json()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,7 @@ from .checkpoint import environment, load_checkpoint, save_checkpoint
 from .runs import MODEL_TXT, RunDir, same_config
 from .signals import requested_signal, stopping
 from .summary import summarize
+from .tracking import TensorBoardLog
 
 log = logging.getLogger("dropbn")
 
@@ -57,8 +58,6 @@ SCHEDULES = {
     "cosine": lambda t, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
     "step": lambda t, opt: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_every, gamma=t.step_gamma),
 }
-# train.objective: the validation metric a run returns to Hydra sweepers
-OBJECTIVES = ("val_acc", "val_loss", "best_val_acc")
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -271,11 +270,13 @@ def run(cfg, out_dir, launcher=None) -> dict:
         return rd.read_summary()
     if cfg.train.force:
         rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
-    with failure_recorded(rd, cfg, config):
+    tb = TensorBoardLog(cfg.train.tensorboard)  # no-op when off; a missing package fails before data loads
+    with failure_recorded(rd, cfg, config), closing(tb):
         job = setup(cfg, launcher)
         desc = models.describe(job.model, job.data.shape)
         rd.write_text(MODEL_TXT, desc + "\n")
         rows, epochs_done, train_seconds = resume(rd, job, cfg, config)
+        tb.open(rd.path, rows)
         log.info(f"{desc}\ndata: {job.data.label} {job.data.sizes()}  device: {job.device}  "
                  f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
         status, diverged_at = "completed", None
@@ -293,11 +294,14 @@ def run(cfg, out_dir, launcher=None) -> dict:
                             f"({diverged_at['reason']})")
                 break
             rows.append(metrics_row(job, epoch, ep, train_seconds))
+            tb.epoch(rows[-1])
             job.sched.step()
             _log_epoch(rows[-1], cfg.train.epochs)
             save_checkpoint(rd, checkpoint(job, epoch, rows, train_seconds, config))
             rd.write_metrics(rows)
-        return finish(rd, job, cfg, rows, status, diverged_at, config)
+        summary = finish(rd, job, cfg, rows, status, diverged_at, config)
+        tb.finish(config, summary)
+        return summary
 
 
 def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at, config: dict) -> dict:
