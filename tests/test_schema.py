@@ -62,7 +62,7 @@ def test_choices_name_their_registries():
         "data.name": "dropbn.data:SOURCES", "model.name": "dropbn.models:BUILDERS",
         "reg.norm": "dropbn.models:NORMS", "reg.dropout_blocks": "dropbn.models:DROPOUT_BLOCKS",
         "optim.name": "dropbn.train:OPTIMIZERS", "train.schedule": "dropbn.train:SCHEDULES",
-        "train.objective": "dropbn.train:OBJECTIVES"}
+        "train.objective": "dropbn.objective:OBJECTIVES"}
     assert RULES["reg.order"].registry == "dropbn.models:ORDER_TOKENS"
     assert choices["reg.norm"].names == list(models.NORMS)
 

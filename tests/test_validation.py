@@ -60,7 +60,7 @@ BAD = [
     (["optim.name=lbfgs"], ["optim.name='lbfgs'", "allowed: sgd, adam, rmsprop"]),
     (["train.schedule=linear"], ["train.schedule='linear'", "allowed: none, cosine, step"]),
     (["reg.norm=instance"], ["reg.norm='instance'", "allowed: none, batch, layer, group"]),
-    (["train.objective=loss"], ["train.objective='loss'", "allowed: val_acc, val_loss, best_val_acc"]),
+    (["train.objective=loss"], ["train.objective='loss'", "allowed: val_acc, best_val_acc, val_loss"]),
     (["data.name=svhn"], ["data.name='svhn'", "allowed: mnist, fashion_mnist, cifar10"]),
     (["name=a/b"], ["name='a/b'", "plain folder name"]),
     # reg.order
