@@ -261,6 +261,10 @@ def unknown_key_hint(key: str) -> str:
     return hint
 
 
+# `dropbn study` mappings whose keys are config keys, not keys of this tree (dropbn/study.py checks them)
+FREE_FORM_KEYS = ("study.variants", "study.search", "study.final_overrides")
+
+
 def check_keys(cfg: DictConfig) -> None:
     """Struct mode for `+key=value` too: every key must be one the YAML tree defines."""
     known = known_keys()
@@ -268,6 +272,8 @@ def check_keys(cfg: DictConfig) -> None:
     def walk(node, prefix):
         for k in node.keys():
             full = f"{prefix}{k}"
+            if full in FREE_FORM_KEYS:
+                continue
             if full not in known:
                 v = node._get_node(k)._value() if hasattr(node, "_get_node") else node[k]
                 v = OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v

@@ -290,7 +290,9 @@ def ordered_labels(runs: pd.DataFrame, dims, drop=(), label_col=None) -> list[st
 
 # ---------------------------------------------------------------- everything
 
-def collect(roots, progress: bool | None = None, log=print) -> Collection:
+def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collection:
+    """`ignore`: config keys that do not define configurations even when they vary
+    (a study's tuned keys: each variant has its own value)."""
     found, skipped = find_run_dirs(roots)
     if not found:
         where = ", ".join(str(r) for r in roots)
@@ -314,7 +316,7 @@ def collect(roots, progress: bool | None = None, log=print) -> Collection:
     if runs["run"].duplicated().any():  # two roots with the same name
         runs["run"] = [f"{r} [{i}]" if d else r for i, (r, d) in
                        enumerate(zip(runs["run"], runs["run"].duplicated(keep=False)))]
-    varying = varying_keys(runs)
+    varying = [k for k in varying_keys(runs) if k not in ignore]
     dims = label_dims(runs, varying)
     runs["label"] = [make_label(r, dims) if r["has_config"] else "unknown config" for _, r in runs.iterrows()]
     order = ordered_labels(runs[runs["has_config"]], dims)

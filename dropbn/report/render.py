@@ -139,7 +139,10 @@ def _setup_line(runs: pd.DataFrame, varying: set) -> str:
     return ", ".join(parts)
 
 
-def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -> Path:
+def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), preamble: str = "",
+          sections=()) -> Path:
+    """`preamble`: Markdown after the header; `sections`: callables (writer, add) run before
+    '## Files' (a study's tuned-hyperparameters section, dropbn/report/study.py)."""
     w = Writer(out)
     runs = coll.runs
     spec = T.parse_baseline(baseline)
@@ -171,6 +174,9 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -
     if commits or devices:
         add("Code versions (git): " + (", ".join(f"`{c}`" for c in commits) or "unknown")
             + "; devices: " + (", ".join(devices) or "unknown") + ".\n")
+
+    if preamble:
+        add(preamble)
 
     add("## About the article's code\n")
     add(ARTICLE_NOTES)
@@ -275,6 +281,8 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -
         add(f"![test accuracy vs. wall-clock time]({f5})\n")
 
     _optional_sections(coll, gs, base, w, add, title, order, cmap)
+    for section in sections:
+        section(w, add)
 
     add("## Files\n")
     add("\n".join(f"- `{f}`" for f in sorted(set(w.files + ["runs.csv"]))) + "\n")
