@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import shlex
 import signal
@@ -608,16 +609,41 @@ class Study:
         dists = {k: CategoricalDistribution([ov_value(x) for x in vals]) for k, vals in v.search}
         keys = [k for k, _ in v.search]
         finished = (TrialState.COMPLETE, TrialState.FAIL)
+        budget = self.optuna_budget(v)
         for t in ost.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
+            if not all(k in t.params for k in keys):  # killed before its point was drawn
+                ost.tell(t.number, state=TrialState.FAIL)
+                continue
             log(f"tune {v.name}: finishing optuna trial {t.number} of an interrupted call")
             self._optuna_trial(ost, v, t.number, {k: t.params[k] for k in keys})
-        while len(ost.get_trials(deepcopy=False, states=finished)) < self.spec.trials:
+        rng = random.Random(zlib.crc32(v.name.encode()))
+        repeats = 0
+        while True:
+            done = {tuple(t.params[k] for k in keys): t for t in ost.get_trials(deepcopy=False, states=finished)
+                    if all(k in t.params for k in keys)}
+            if len(done) >= budget:
+                break
+            if repeats >= 3:  # the sampler keeps proposing evaluated points: try an unevaluated one
+                left = [p for p in v.grid() if tuple(p[k] for k in keys) not in done]
+                ost.enqueue_trial(rng.choice(left))
+                repeats = 0
             t = ost.ask(dists)
-            n = len(ost.get_trials(deepcopy=False, states=finished)) + 1
-            log(f"tune {v.name}: optuna trial {n}/{self.spec.trials}: {fmt_point(t.params)}")
-            self._optuna_trial(ost, v, t.number, {k: t.params[k] for k in keys})
+            p = {k: t.params[k] for k in keys}
+            old = done.get(tuple(p.values()))
+            if old is not None:  # a repeat: same runs, same value; it does not count toward the budget
+                repeats += 1
+                if old.state == TrialState.COMPLETE:
+                    ost.tell(t.number, old.value)
+                else:
+                    ost.tell(t.number, state=TrialState.FAIL)
+                continue
+            repeats = 0
+            log(f"tune {v.name}: optuna point {len(done) + 1}/{budget} (trial {t.number}): {fmt_point(p)}")
+            self._optuna_trial(ost, v, t.number, p)
         seen, cands = set(), []
         for t in sorted(ost.get_trials(deepcopy=False, states=finished), key=lambda t: t.number):
+            if not all(k in t.params for k in keys):
+                continue
             p = {k: t.params[k] for k in keys}
             key = tuple(p.values())
             if key in seen:
@@ -628,6 +654,10 @@ class Study:
             c["trial"] = t.number
             cands.append(c)
         return cands
+
+    def optuna_budget(self, v: Variant) -> int:
+        """Distinct points Optuna evaluates for a variant: study.trials, or its whole space if smaller."""
+        return min(self.spec.trials, math.prod(len(vals) for _, vals in v.search) if v.search else 1)
 
     def _point_sweep(self, stage: str, v: Variant, point: dict, seeds: list[int], extra=()) -> Sweep:
         body = merge_overrides(self.passed + v.overrides + v.point_overrides(point), list(extra), self.hy.parser)
@@ -714,7 +744,7 @@ class Study:
     def run(self) -> int:
         t0 = time.monotonic()
         try:
-            n_tune = sum(max(1, len(v.grid()) if self.spec.searcher == "grid" else self.spec.trials)
+            n_tune = sum(len(v.grid()) if self.spec.searcher == "grid" else self.optuna_budget(v)
                          for v in self.variants) * len(self.spec.tune_seeds)
             log(f"{self.name}: {len(self.variants)} variant(s), {self.spec.searcher} search, "
                 f"{n_tune} tune run(s), {len(self.variants) * len(self.spec.final_seeds)} final run(s) in {self.dir}")

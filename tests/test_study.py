@@ -316,3 +316,46 @@ def test_rule_with_a_schedule_keeps_the_budget(tmp_path):
     (best,) = S.score_variant(tmp_path, cands([("a", [0])]), "val_acc")
     epochs, why = S.final_epochs(best)
     assert best.best_epoch == 2 and epochs is None and "keep the full budget of 3 epochs" in why
+
+
+# ---------------------------------------------------------------- optuna
+
+@needs_mnist
+def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_path, capsys):
+    optuna = pytest.importorskip("optuna")
+    from dropbn.study import Study
+
+    args = ["study", *[a for a in ARGS[:-4] if a != "train.epochs=2"], "train.epochs=1", "study.variants.reg=[none]", "study.search.optim.lr=[0.01,0.3]",
+            "study.tune_seeds=[0]", "study.final_seeds=[100]", "study.searcher=optuna", f"out_root={tmp_path}"]
+    cli_main([*args, "study.trials=1"])
+    sdir = tmp_path / NAME
+    storage = f"sqlite:///{sdir / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    ost = optuna.load_study(study_name=summary.study_name, storage=storage)
+    (first,) = ost.get_trials()
+    other = "0.3" if first.params["optim.lr"] == "0.01" else "0.01"
+    ost.enqueue_trial({"optim.lr": other})
+    ost.ask({"optim.lr": optuna.distributions.CategoricalDistribution(["0.01", "0.3"])})  # killed while training
+    ost.ask()  # killed before its point was drawn: dropped
+    assert [t.state.name for t in ost.get_trials()] == ["COMPLETE", "RUNNING", "RUNNING"]
+
+    capsys.readouterr()
+    cli_main([*args, "study.trials=2"])  # the budget of 2 points is met by finishing the interrupted trial
+    out = capsys.readouterr().out
+    assert "finishing optuna trial 1 of an interrupted call" in out and out.count("$ dropbn train") == 2
+    assert [t.state.name for t in ost.get_trials()] == ["COMPLETE", "COMPLETE", "FAIL"]
+    sel = yaml.safe_load((sdir / S.SELECTED).read_text())
+    (v,) = sel["variants"]
+    assert sorted(c["point"]["optim.lr"] for c in v["candidates"]) == ["0.01", "0.3"]
+    assert [c["trial"] for c in v["candidates"]] == [0, 1]
+    assert len(list((sdir / "tune").glob("*/summary.json"))) == 2
+
+    before = tree_state(sdir / "tune")
+    cli_main([*args, "study.trials=2"])
+    out = capsys.readouterr().out
+    assert "$ dropbn train" not in out and tree_state(sdir / "tune") == before
+    st = Study([a for a in args[1:]] + ["study.trials=2"])
+    try:
+        assert st.optuna_budget(st.variants[0]) == 2
+    finally:
+        st.hy.close()

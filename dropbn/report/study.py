@@ -145,8 +145,9 @@ def tuned_section(sel: dict, scored: dict, w, add) -> None:
                          "; ".join(skipped) or "–"})
         add(render.md_table(pd.DataFrame(rows), index=False))
         budget = (f"{sel['searcher']} search: every point of the space" if sel["searcher"] == "grid" else
-                  f"Optuna TPE sampler over the listed values, {sel.get('trials')} trials per variant "
-                  f"(repeated points re-use their runs)")
+                  f"Optuna's TPE sampler over the listed values: {sel.get('trials')} distinct points per "
+                  f"variant (all of them where its space is smaller; a point proposed again re-uses its runs "
+                  f"and does not count)")
         add(f"{budget}, {len(sel['tune_seeds'])} tune seed(s) {sel['tune_seeds']} per point. Every variant gets "
             f"the same space and budget, except keys its configuration rejects (skipped above).\n")
     else:
