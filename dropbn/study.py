@@ -278,7 +278,7 @@ def optuna_module():
 class Composer:
     """Hydra's compose API on the real configs/ tree, kept open for the whole study."""
 
-    def __init__(self, user: list[str]):
+    def __init__(self):
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -291,7 +291,6 @@ class Composer:
         self.loader = GlobalHydra.instance().config_loader()
         self.parser = OverridesParser.create(config_loader=self.loader)
         self.config_dir = CONFIG_DIR
-        self.user = list(user)
 
     def close(self):
         self._stack.close()
@@ -355,7 +354,7 @@ class Study:
                                   f"(+exp=NAME key=value ...); see dropbn study --help")
         _no_sweeps(argv)
         self.argv = list(argv)
-        self.hy = Composer(argv)
+        self.hy = Composer()
         try:
             self._plan()
         except BaseException:
@@ -366,7 +365,7 @@ class Study:
 
     def _plan(self) -> None:
         from .config import check_keys, validate
-        from .precheck import _check_group_choices
+        from .precheck import OverrideError, _check_group_choices, explain
 
         hy = self.hy
         parsed = hy.parse(self.argv)  # malformed overrides, named one by one
@@ -394,8 +393,13 @@ class Study:
         base = hcfg.copy()
         with open_dict(base):
             del base["hydra"]
-        check_keys(base)
-        validate(base)  # the base config: every user override is valid on its own
+        try:
+            check_keys(base)
+            validate(base)  # the base config: every user override is valid on its own
+        except DropbnError:
+            raise
+        except Exception as e:  # an interpolation that does not resolve, ...
+            raise OverrideError(explain(e, self.argv, hy.loader)) from None
         self.spec = spec = parse_spec(base)
         self.name = str(base.name)
         self.out_root = str(base.out_root)
@@ -408,16 +412,16 @@ class Study:
             if k in passed_keys:
                 raise DropbnError(f"study: {k} is set on the command line and by the study (study.variants, "
                                   f"study.search or study.final_overrides); set it in one place")
-        for key, values in spec.variants + spec.search:
-            self._check_key(key, values)
+        for where, items in (("study.variants", spec.variants), ("study.search", spec.search)):
+            for key, values in items:
+                self._check_key(where, key, values)
 
         self.variants: list[Variant] = []
         keys = [k for k, _ in spec.variants]
         for combo in itertools.product(*[vals for _, vals in spec.variants]):
-            cfg0 = base
             ovs = []
             for k, v in zip(keys, combo):
-                pre = "" if hy.is_group(k) or OmegaConf.select(cfg0, k, default=_ABSENT) is not _ABSENT else "+"
+                pre = "" if hy.is_group(k) or OmegaConf.select(base, k, default=_ABSENT) is not _ABSENT else "+"
                 ovs.append(f"{pre}{k}={ov_value(v)}")
             name = ",".join(f"{k}={ov_value(v)}" for k, v in zip(keys, combo))
             cfg = hy.compose(self.passed + ovs)
@@ -441,16 +445,16 @@ class Study:
             self._check_points(v)
             self._check_final(v)
 
-    def _check_key(self, key: str, values: list) -> None:
+    def _check_key(self, where: str, key: str, values: list) -> None:
         from .config import known_keys, unknown_key_hint
 
         if self.hy.is_group(key):
             options = self.hy.group_options(key)
             for x in values:
                 if not isinstance(x, str) or x not in options:
-                    raise ConfigError(key, x, f"allowed: {', '.join(options)}")
+                    raise ConfigError(f"{where}.{key}", x, f"allowed: {', '.join(options)}")
         elif key not in known_keys():
-            raise ConfigError(key, values, unknown_key_hint(key))
+            raise ConfigError(f"{where}.{key}", values, unknown_key_hint(key))
 
     def _with(self, v: Variant, items: list[tuple[str, str]]) -> DictConfig:
         """The variant's config with search overrides applied (group keys compose)."""
@@ -752,6 +756,8 @@ class Study:
                 keys = ", ".join(f"{k} ({len(vals)})" for k, vals in v.search) or "nothing (epoch only)"
                 skip = "; skipped: " + "; ".join(v.skipped.values()) if v.skipped else ""
                 log(f"  {v.name}: searches {keys}{skip}")
+            for key in self.unused:
+                log(f"  study.search.{key} applies to no variant (each rejects it): not searched")
             cands = self.tune()
             doc = self.select(cands)
             log(f"selected ({self.spec.select}, mean over tune seeds) -> {self.dir / S.SELECTED}")
