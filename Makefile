@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# torch/torchvision first, by the versions this machine's pip serves offline;
 	# elsewhere pip resolves the pyproject ranges as usual.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[test,launchers]"
+	$(BIN)/pip install -q -e ".[test,launchers,search]"
 	touch $(STAMP)
 
 install: $(STAMP)
