@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	# torch/torchvision first, at the versions the project is tested with; where pip
 	# cannot get those, it resolves the pyproject ranges as usual.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[test,launchers,tracking]"
+	$(BIN)/pip install -q -e ".[test,launchers,tracking,search]"
 	touch $(STAMP)
 
 install: $(STAMP)

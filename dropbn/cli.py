@@ -2,6 +2,7 @@
 
     dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
     dropbn report DIR [DIR ...]        comparison report of the runs under DIR
+    dropbn study +exp=NAME [overrides] tune on validation -> select -> final on test -> report
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ commands:
            dropbn train --help lists every config group and key)
   report   turn the runs under one or more folders into comparison tables,
            claim checks and figures (dropbn report results/compare_mnist_mlp)
+  study    a fair comparison in one command: tune every variant on a validation split,
+           select each one's best setting, re-run it with fresh seeds on the test set,
+           report (dropbn study +exp=tuned_mnist_mlp; dropbn study --help)
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
   export   TensorBoard event files of finished runs, one subfolder per run
            (dropbn export tensorboard results/compare_mnist_mlp --out tb)
@@ -70,11 +74,13 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd in ("report", "diagnose", "export"):
+    elif cmd in ("report", "diagnose", "export", "study"):
         if cmd == "report":
             from .report.cli import main as sub_main
         elif cmd == "export":
             from .tracking import main as sub_main
+        elif cmd == "study":
+            from .study import main as sub_main
         else:
             from .diagnose import main as sub_main
         try:

@@ -159,3 +159,7 @@ def unknown_key_hint(key: str) -> str:
     if siblings:
         hint += f" (keys {'under ' + parent if parent else 'at the top level'}: {', '.join(siblings)})"
     return hint
+
+
+# `dropbn study` mappings whose keys are config keys, not keys of this tree (dropbn/study.py checks them)
+FREE_FORM_KEYS = ("study.variants", "study.search", "study.final_overrides")

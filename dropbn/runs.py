@@ -27,7 +27,7 @@ HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
 # grouping all start from this one list; where a use differs, the difference is named below, once.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
                    "train.diagnostics", "train.tensorboard", "train.objective", "train.claim_timeout",
-                   "data.root", "data.cache_dir", "data.download", "data.path")
+                   "data.root", "data.cache_dir", "data.download", "data.path", "study")
 # Command-line choices that are not config values (a preset, a launcher): only folder names see them.
 LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
 # Where an image folder lives: left out of folder names and report grouping, but checked on resume,
@@ -39,6 +39,11 @@ POOLED_IN_REPORT = ("seed",)
 FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
 RESUME_IGNORED = tuple(k for k in NON_RESULT_KEYS if k not in RESUME_CHECKED)
 REPORT_IGNORED = (*POOLED_IN_REPORT, *NON_RESULT_KEYS)
+
+
+def among(key: str, keys) -> bool:
+    """Whether dotted `key` is one of `keys` or lies under one of them (a subtree such as `study`)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
 
 
 def same_config(saved: dict, current: dict) -> bool:

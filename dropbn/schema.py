@@ -18,10 +18,11 @@ so a registry is imported when a value is checked, not with the schema: `dropbn 
 --help` and `--cfg job` stay torch-free, and validate() applies the rules that need
 no registry first, so that most bad values are reported without torch.
 """
+import copy
 import importlib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -153,10 +154,20 @@ class Order(Rule):
                 f"e.g. [{', '.join(names)}]")
 
 
+@dataclass(frozen=True)
+class Study(Rule):
+    """A `dropbn study` setting: dropbn/study.py checks it (with the config it applies to)."""
+
+    allowed = "see dropbn study --help"
+
+    def ok(self, v) -> bool:
+        return True
+
+
 def key(default: Any, rule: Rule):
-    """A schema field: its default and its rule (a list default is copied per instance)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"rule": rule})
+    """A schema field: its default and its rule (a list or dict default is copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"rule": rule})
     return field(default=default, metadata={"rule": rule})
 
 
@@ -230,6 +241,21 @@ class TrainConfig:
 
 
 @dataclass
+class StudyConfig:
+    """`dropbn study` only (tune -> select -> final -> report, dropbn/study.py). Training runs ignore
+    it: it is a non-result key (dropbn.runs.NON_RESULT_KEYS), never in folder names or run identity."""
+    variants: Dict[str, Any] = key({"reg": ["none", "dropout", "batchnorm", "both"]}, Study())  # compared
+    search: Dict[str, Any] = key({}, Study())          # tuned per variant: config keys -> lists of values
+    tune_seeds: List[int] = key([0, 1], Study())       # seeds of the tune stage (validation only)
+    final_seeds: List[int] = key(list(range(100, 110)), Study())  # fresh seeds, disjoint from tune_seeds
+    select: str = key("val_acc", Study())              # val_acc (maximise) | val_loss (minimise)
+    searcher: str = key("grid", Study())               # grid | optuna (study.trials points per variant)
+    trials: int = key(20, Study())                     # optuna: distinct points per variant
+    final_val_size: Optional[int] = key(None, Study())  # null: keep data.val_size; 0: retrain on all images
+    final_overrides: Dict[str, Any] = key({}, Study())  # config keys -> one value, final runs only
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -240,6 +266,7 @@ class Config:
     name: str = key("default", Text("must be a plain folder name", plain=True))  # runs go to out_root/name/
     out_root: str = key("results", Text("must be a folder path"))
     train: TrainConfig = field(default_factory=TrainConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "reg": RegConfig, "optim": OptimConfig}

@@ -25,7 +25,8 @@ from .conftest import TINY, compose, needs_mnist
 NON_DEFAULT = {"name": "other", "out_root": "elsewhere", "device": "cpu", "train.force": "true",
                "train.progress": "false", "train.threads": "1", "train.diagnostics": "false",
                "train.tensorboard": "true", "train.objective": "val_loss", "train.claim_timeout": "60",
-               "data.root": "/r", "data.cache_dir": "/c", "data.download": "false", "data.path": "/p"}
+               "data.root": "/r", "data.cache_dir": "/c", "data.download": "false", "data.path": "/p",
+               "study": "{select: val_loss}"}
 
 
 def folder_name(*overrides: str) -> str:

@@ -8,7 +8,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from dropbn import data, models, train
-from dropbn.config import CONFIG_DIR, validate
+from dropbn.config import CONFIG_DIR, FREE_FORM_KEYS, validate
 from dropbn.datasets import DATASETS
 from dropbn.schema import GROUPS, RULES, OneOf
 from tests.conftest import compose
@@ -21,7 +21,7 @@ TRAIN_DEFAULTS = {k: v for d in yaml.safe_load((CONFIG_DIR / "train.yaml").read_
 
 def leaves(node, prefix=""):
     for k, v in node.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and f"{prefix}{k}" not in FREE_FORM_KEYS:  # study mappings are values
             yield from leaves(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v

@@ -66,6 +66,13 @@ def main(argv=None) -> Path:
         if not d.is_dir():
             raise DropbnError(f"report: {d}: no such folder")
     parse_baseline(args.baseline)
+    from . import study
+
+    if len(dirs) == 1 and study.is_study_dir(dirs[0]):  # claims from final/, tuned section from tune/
+        path = study.build(dirs[0], Path(args.out) if args.out else None, args.baseline,
+                           progress=False if args.no_progress else None)
+        print(path)
+        return path
     out = Path(args.out) if args.out else default_out(dirs)
     print(f"reading runs under {', '.join(str(d) for d in dirs)} ...", file=sys.stderr)
     coll = collect(dirs, progress=False if args.no_progress else None)

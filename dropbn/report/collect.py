@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..datasets import DATASETS
 from ..errors import DropbnError
-from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, is_run_dir
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, is_run_dir
 from ..summary import Summary, diagnostic_columns
 
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
@@ -210,7 +210,7 @@ def kind_rank(kind: str) -> int:
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    cols = [c for c in runs.columns if c.startswith("cfg.") and c[4:] not in REPORT_IGNORED]
+    cols = [c for c in runs.columns if c.startswith("cfg.") and not among(c[4:], REPORT_IGNORED)]
     known = runs[runs["has_config"]]
     return [c[4:] for c in cols if known[c].fillna("<missing>").nunique() > 1]
 
@@ -260,7 +260,9 @@ def ordered_labels(runs: pd.DataFrame, dims, drop=(), label_col=None) -> list[st
 
 # ---------------------------------------------------------------- everything
 
-def collect(roots, progress: bool | None = None, log=print) -> Collection:
+def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collection:
+    """`ignore`: config keys that do not define configurations even when they vary
+    (a study's tuned keys: each variant has its own value)."""
     found, skipped = find_run_dirs(roots)
     if not found:
         where = ", ".join(str(r) for r in roots)
@@ -284,7 +286,7 @@ def collect(roots, progress: bool | None = None, log=print) -> Collection:
     if runs["run"].duplicated().any():  # two roots with the same name
         runs["run"] = [f"{r} [{i}]" if d else r for i, (r, d) in
                        enumerate(zip(runs["run"], runs["run"].duplicated(keep=False)))]
-    varying = varying_keys(runs)
+    varying = [k for k in varying_keys(runs) if k not in ignore]
     dims = label_dims(runs, varying)
     runs["label"] = [make_label(r, dims) if r["has_config"] else "unknown config" for _, r in runs.iterrows()]
     order = ordered_labels(runs[runs["has_config"]], dims)

@@ -43,12 +43,17 @@ class Writer:
         self.files.append(f.path)
 
 
-def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=()) -> Path:
-    """Write the report of `coll` under `out`; returns the path of report.md."""
+def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), preamble: str = "",
+          extra=()) -> Path:
+    """Write the report of `coll` under `out`; returns the path of report.md.
+
+    `preamble`: Markdown right after the header; `extra`: more sections (callables ctx -> Section)
+    before '## Files' (a study's tuned-hyperparameters section, dropbn/report/study.py)."""
     ctx = S.Context.of(coll, baseline, sources)
     w = Writer(out)
     md: list[str] = []
-    for section in SECTIONS:
+    intro = (lambda ctx: S.Section([preamble])) if preamble else None
+    for section in (SECTIONS[0], *([intro] if intro else []), *SECTIONS[1:], *extra):
         s = section(ctx)
         if s is None:
             continue

@@ -1,0 +1,363 @@
+"""`dropbn study`: tune on validation -> select -> final on test -> report, end to end.
+
+One tiny real study (MNIST subset, two variants, two learning rates, one tune seed, two
+final seeds, two epochs) is started, killed with SIGKILL once its first tune run has
+finished, run again to the end, and run a third time. Checks: the kill resumes without
+retraining finished runs; the third call trains nothing; the selection follows the
+validation numbers and never reads a test metric; final runs use the selection and fresh
+seeds; the report draws its claims from final/ and has the tuned section. Bad study inputs
+are one line with exit code 2. The selection rule is also tested on hand-made run folders.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dropbn import selection as S
+from dropbn.cli import main as cli_main
+
+from .conftest import DATA_DIR, DROPBN, needs_mnist, run_cli
+
+ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
+        "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
+        "train.diagnostics=false", "device=cpu", "train.threads=1",
+        "study.variants.reg=[none,batchnorm]", "study.search.optim.lr=[0.01,0.3]",
+        "study.tune_seeds=[0]", "study.final_seeds=[100,101]"]
+NAME = "tuned_mnist_mlp"
+
+
+def tree_state(root: Path) -> dict:
+    """{run file: (mtime_ns, size)} of every summary.json, metrics.csv and train.log under root."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for pat in ("*/summary.json", "*/metrics.csv", "*/train.log") for p in root.glob(pat)}
+
+
+def completed_runs(stage: Path) -> list[Path]:
+    out = []
+    for s in stage.glob("*/summary.json"):
+        if json.loads(s.read_text()).get("status") == "completed":
+            out.append(s.parent)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tiny study: killed after its first tune run, resumed, then run once more."""
+    root = tmp_path_factory.mktemp("study")
+    args = ["study", *ARGS, f"out_root={root}"]
+    sdir = root / NAME
+    p = subprocess.Popen([DROPBN, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ), start_new_session=True)
+    t0 = time.monotonic()
+    while not completed_runs(sdir / "tune"):
+        assert p.poll() is None, p.communicate()[0][-3000:]
+        assert time.monotonic() - t0 < 240, "no tune run finished in time"
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)  # the study and its training sweep, mid-stage
+    p.communicate()
+    killed = {str(d.name): (d / "summary.json").stat().st_mtime_ns for d in completed_runs(sdir / "tune")}
+    assert not (sdir / S.SELECTED).exists()
+
+    second = run_cli(args, cwd=root, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    before = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
+    third = run_cli(args, cwd=root, timeout=300)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    after = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
+    return {"root": root, "dir": sdir, "killed": killed, "second": second, "third": third,
+            "before": before, "after": after, "sel": yaml.safe_load((sdir / S.SELECTED).read_text())}
+
+
+def val_table(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return [{k: float(v) for k, v in r.items() if k in ("epoch", "val_acc", "val_loss")} for r in csv.DictReader(f)]
+
+
+@needs_mnist
+def test_kill_resumes_without_retraining_and_a_finished_study_trains_nothing(study):
+    sdir = study["dir"]
+    for name, mtime in study["killed"].items():  # finished before the kill: not trained again
+        assert (sdir / "tune" / name / "summary.json").stat().st_mtime_ns == mtime
+    assert "$ dropbn train" in study["second"].stdout
+    out = study["third"].stdout
+    assert "$ dropbn train" not in out and "run(s) to train" not in out
+    assert out.count("run(s) done") == 4  # tune + final, two variants
+    assert study["after"] == study["before"]  # no run file touched by the third call
+    assert len(study["before"]) == 3 * 8  # 4 tune + 4 final runs, three files each
+    assert (sdir / "report" / "report.md").is_file()
+
+
+@needs_mnist
+def test_selection_follows_the_validation_numbers(study):
+    sel, tune = study["sel"], study["dir"] / "tune"
+    assert sel["select"] == "val_acc" and sel["tune_seeds"] == [0] and sel["final_seeds"] == [100, 101]
+    assert [v["name"] for v in sel["variants"]] == ["reg=none", "reg=batchnorm"]
+    for v in sel["variants"]:
+        assert v["searched"] == ["optim.lr"] and "reg.dropout" in v["skipped"]  # no dropout in these variants
+        best = None
+        for c in v["candidates"]:
+            (run,) = c["runs"]
+            rows = val_table(tune / run["run"])
+            top = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"], -r["epoch"]))
+            assert c["best_epoch"] == int(top["epoch"]) and c["score"] == pytest.approx(top["val_acc"])
+            key = (top["val_acc"], -top["val_loss"])
+            if best is None or key > best[0]:
+                best = (key, c["point"], int(top["epoch"]))
+        assert v["selected"]["point"] == best[1] and v["selected"]["best_epoch"] == best[2]
+        assert v["selected"]["final_epochs"] == best[2]  # train.schedule=none: the selected epoch count
+
+
+@needs_mnist
+def test_selection_never_reads_a_test_metric(study, tmp_path):
+    """Test metrics of the tune runs anti-correlated with validation, or removed: same selection."""
+    sel = study["sel"]
+    cands = {v["name"]: [{"point": c["point"], "runs": c["runs"]} for c in v["candidates"]] for v in sel["variants"]}
+
+    def scores(tune):
+        return {n: [(p.point, p.rank, p.best_epoch, p.mean, p.other) for p in S.score_variant(tune, c, "val_acc")]
+                for n, c in cands.items()}
+
+    reference = scores(study["dir"] / "tune")
+    for mode in ("flip", "drop"):
+        tune = tmp_path / mode
+        shutil.copytree(study["dir"] / "tune", tune)
+        for m in tune.glob("*/metrics.csv"):
+            rows = list(csv.DictReader(m.open()))
+            for r in rows:
+                for k in [k for k in r if k.startswith("test_")]:
+                    if mode == "drop":
+                        del r[k]
+                    else:
+                        r[k] = str(1 - float(r["val_acc"])) if k == "test_acc" else str(float(r["val_loss"]) * -5)
+            with m.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        for s in tune.glob("*/summary.json"):
+            d = json.loads(s.read_text())
+            for k in [k for k in d if "test" in k or k in ("best_epoch", "generalization_gap", "loss_gap")]:
+                d[k] = None if mode == "drop" else -1.0
+            s.write_text(json.dumps(d))
+        assert scores(tune) == reference
+
+
+@needs_mnist
+def test_final_runs_use_the_selection_and_fresh_seeds(study):
+    sel, final = study["sel"], study["dir"] / "final"
+    for v in sel["variants"]:
+        assert [r["seed"] for r in v["final_runs"]] == [100, 101]
+        for r in v["final_runs"]:
+            s = json.loads((final / r["run"] / "summary.json").read_text())
+            assert s["status"] == "completed" and s["seed"] == r["seed"]
+            c = s["config"]
+            assert "study" not in c and "study" not in r["run"]  # no study key in a run's identity
+            assert c["optim"]["lr"] == float(v["selected"]["point"]["optim.lr"])
+            assert c["reg"]["norm"] == ("batch" if v["name"] == "reg=batchnorm" else "none")
+            assert s["epochs_completed"] == v["selected"]["final_epochs"]
+            assert s["data_sizes"]["val"] == 500  # study.final_val_size=null keeps the split
+    tune_names = {p.name for p in (study["dir"] / "tune").iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert all("seed=0" in n for n in tune_names) and len(tune_names) == 4
+
+
+@needs_mnist
+def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
+    rep = study["dir"] / "report"
+    md = (rep / "report.md").read_text()
+    for part in ("A tuned study", "## Tuned hyperparameters", "### Search space", "### Selection",
+                 "### Every candidate", "### Sensitivity", "`optim.lr`", "## Claims check"):
+        assert part in md, part
+    assert (rep / "figures" / "sensitivity_reg=none.png").stat().st_size > 1000
+    runs = list(csv.DictReader((rep / "runs.csv").open()))
+    assert sorted(int(float(r["seed"])) for r in runs) == [100, 100, 101, 101]  # final runs only
+    assert {r["label"] for r in runs} == {"none", "batchnorm"}  # tuned lr is part of the variant
+    # `dropbn report` on the study folder writes the same report
+    out = tmp_path / "again"
+    cli_main(["report", str(study["dir"]), "--out", str(out), "--no-progress"])
+    again = (out / "report.md").read_text()
+    strip = [ln for ln in md.splitlines() if not ln.startswith("Generated")]
+    assert [ln for ln in again.splitlines() if not ln.startswith("Generated")] == strip
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+
+BAD = [
+    (["study.final_seeds=[0,100]"], "study.final_seeds=[0, 100]: must not share seeds with study.tune_seeds"),
+    (["data.val_size=0"], "data.val_size=0: must be > 0 for dropbn study"),
+    (["study.search.optim.lr=[]"], "study.search.optim.lr=[]: must be a non-empty list"),
+    (["study.search.optim.lr=0.1"], "study.search.optim.lr=0.1: must be a list of values"),
+    (["+study.search.optim.lrr=[0.1]"], "study.search.optim.lrr=[0.1]: unknown key; did you mean optim.lr?"),
+    (["study.search.optim.lr=[-1,0.1]"], "study.search.optim.lr=-1: must be a number"),
+    (["study.variants.reg=[none,bogus]"], "study.variants.reg='bogus': allowed: batchnorm, both, dropout"),
+    (["study.select=test_acc"], "study.select='test_acc': allowed: val_acc, val_loss"),
+    (["study.searcher=random"], "study.searcher='random': allowed: grid, optuna"),
+    (["study.tune_seeds=[]"], "study.tune_seeds=[]: must be a non-empty list of integers"),
+    (["optim.lr=0.1,0.3"], "a sweep; dropbn study runs its own sweeps"),
+    (["seed=3"], "the study sets the seeds"),
+    (["reg=both"], "reg is set on the command line and by the study"),
+    (["+study.search.seed=[1,2]"], "study.search.seed=[1, 2]: is not a setting of what a run computes"),
+    (["study.bogus=1"], "study.bogus=1: unknown key"),
+    (["study.search.optim.momentum=[0.9]"], "study.search.optim.momentum: not in this preset's study node; add "
+                                            "it with Hydra's +: +study.search.optim.momentum=[0.9]"),
+    (["-m"], "dropbn study takes config overrides only"),
+]
+
+
+@pytest.mark.parametrize("extra,expect", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_study_input_is_one_line_exit_2(extra, expect, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["study", "+exp=tuned_mnist_mlp", f"out_root={tmp_path}", *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / NAME).exists()  # nothing trained, nothing written
+
+
+def test_val_size_zero_through_the_real_command(tmp_path):
+    r = run_cli(["study", "+exp=tuned_mnist_mlp", "data.val_size=0", f"out_root={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "dropbn: error: data.val_size=0: must be > 0 for dropbn study: the tune stage selects on a validation "
+        "split held out from the training set (e.g. data.val_size=5000)"]
+
+
+def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    with pytest.raises(SystemExit) as e:
+        cli_main(["study", "+exp=tuned_mnist_mlp", "study.searcher=optuna", f"out_root={tmp_path}"])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "study.searcher=optuna needs Optuna: pip install 'dropbn[search]'" in line
+
+
+# ---------------------------------------------------------------- the plan of each preset
+
+@pytest.mark.parametrize("exp", ["tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
+    "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
+                                                  reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
+    from dropbn.study import Study
+
+    st = Study([f"+exp={exp}", f"out_root={tmp_path}"])
+    try:
+        spec = st.spec
+        assert [v.name for v in st.variants] == [f"reg={r}" for r in ("none", "dropout", "batchnorm", "both")]
+        assert not set(spec.tune_seeds) & set(spec.final_seeds) and len(spec.final_seeds) >= 8
+        assert all(v.cfg.data.val_size > 0 and v.cfg.train.schedule == "cosine" for v in st.variants)
+        lr = dict(spec.search)["optim.lr"]
+        for v in st.variants:
+            assert dict(v.search)["optim.lr"] == lr  # the same space for every variant...
+            has_dropout = v.cfg.reg.dropout > 0
+            assert ("reg.dropout" in dict(v.search)) == (has_dropout and "reg.dropout" in dict(spec.search))
+            assert ("reg.dropout" in v.skipped) == (not has_dropout and "reg.dropout" in dict(spec.search))
+    finally:
+        st.hy.close()
+
+
+# ---------------------------------------------------------------- the rule on hand-made runs
+
+def make_tune_run(folder: Path, val_acc, val_loss=None, status="completed", test_acc=None):
+    folder.mkdir(parents=True)
+    val_loss = val_loss or [1 - a for a in val_acc]
+    rows = [{"epoch": i + 1, "train_acc": 0.5, "test_acc": (test_acc or val_acc)[i], "val_acc": a, "val_loss": lo}
+            for i, (a, lo) in enumerate(zip(val_acc, val_loss))]
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (folder / "summary.json").write_text(json.dumps({"status": status, "config": {"train": {"schedule": "none",
+                                                                                            "epochs": len(rows)}}}))
+
+
+def cands(specs):
+    return [{"point": {"optim.lr": lr}, "runs": [{"seed": s, "run": f"lr={lr},seed={s}"} for s in seeds]}
+            for lr, seeds in specs]
+
+
+def test_rule_mean_over_seeds_best_epoch_and_lost_points(tmp_path):
+    make_tune_run(tmp_path / "lr=0.1,seed=0", [0.90, 0.95, 0.94])
+    make_tune_run(tmp_path / "lr=0.1,seed=1", [0.90, 0.93, 0.96])   # mean curve .90 .94 .95 -> epoch 3
+    make_tune_run(tmp_path / "lr=1,seed=0", [0.97, 0.99])
+    make_tune_run(tmp_path / "lr=1,seed=1", [0.97], status="diverged")  # best numbers, but a lost seed
+    make_tune_run(tmp_path / "lr=0.01,seed=0", [0.80, 0.93])
+    make_tune_run(tmp_path / "lr=0.01,seed=1", [0.80, 0.93])
+    ranked = S.score_variant(tmp_path, cands([("0.01", [0, 1]), ("0.1", [0, 1]), ("1", [0, 1])]), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["0.1", "0.01", "1"]
+    best = ranked[0]
+    assert best.best_epoch == 3 and best.mean == pytest.approx(0.95) and best.n == 2
+    assert best.values == pytest.approx([0.94, 0.96]) and best.ci95 > 0
+    assert ranked[2].lost == 1 and ranked[2].n == 1
+    assert S.final_epochs(best)[0] == 3
+
+
+def test_rule_ties_go_to_lower_val_loss_then_search_order_and_earliest_epoch(tmp_path):
+    make_tune_run(tmp_path / "lr=a,seed=0", [0.9, 0.9], val_loss=[0.30, 0.30])
+    make_tune_run(tmp_path / "lr=b,seed=0", [0.9, 0.8], val_loss=[0.20, 0.10])
+    make_tune_run(tmp_path / "lr=c,seed=0", [0.9, 0.9], val_loss=[0.30, 0.25])
+    ranked = S.score_variant(tmp_path, cands([("a", [0]), ("b", [0]), ("c", [0])]), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["b", "a", "c"]   # .20 < .30 == .30 (epoch 1), then order
+    assert [p.best_epoch for p in ranked] == [1, 1, 1]               # equal accuracy: the earliest epoch
+    by_loss = S.score_variant(tmp_path, cands([("a", [0]), ("b", [0]), ("c", [0])]), "val_loss")
+    assert [(p.point["optim.lr"], p.best_epoch) for p in by_loss] == [("b", 2), ("c", 2), ("a", 1)]
+
+
+def test_rule_with_a_schedule_keeps_the_budget(tmp_path):
+    make_tune_run(tmp_path / "lr=a,seed=0", [0.9, 0.95, 0.94])
+    (tmp_path / "lr=a,seed=0" / "summary.json").write_text(json.dumps(
+        {"status": "completed", "config": {"train": {"schedule": "cosine", "epochs": 3}}}))
+    (best,) = S.score_variant(tmp_path, cands([("a", [0])]), "val_acc")
+    epochs, why = S.final_epochs(best)
+    assert best.best_epoch == 2 and epochs is None and "keep the full budget of 3 epochs" in why
+
+
+# ---------------------------------------------------------------- optuna
+
+@needs_mnist
+def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_path, capsys):
+    optuna = pytest.importorskip("optuna")
+    from dropbn.study import Study
+
+    args = ["study", *[a for a in ARGS[:-4] if a != "train.epochs=2"], "train.epochs=1", "study.variants.reg=[none]", "study.search.optim.lr=[0.01,0.3]",
+            "study.tune_seeds=[0]", "study.final_seeds=[100]", "study.searcher=optuna", f"out_root={tmp_path}"]
+    cli_main([*args, "study.trials=1"])
+    sdir = tmp_path / NAME
+    storage = f"sqlite:///{sdir / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    ost = optuna.load_study(study_name=summary.study_name, storage=storage)
+    (first,) = ost.get_trials()
+    other = "0.3" if first.params["optim.lr"] == "0.01" else "0.01"
+    ost.enqueue_trial({"optim.lr": other})
+    ost.ask({"optim.lr": optuna.distributions.CategoricalDistribution(["0.01", "0.3"])})  # killed while training
+    ost.ask()  # killed before its point was drawn: dropped
+    assert [t.state.name for t in ost.get_trials()] == ["COMPLETE", "RUNNING", "RUNNING"]
+
+    capsys.readouterr()
+    cli_main([*args, "study.trials=2"])  # the budget of 2 points is met by finishing the interrupted trial
+    out = capsys.readouterr().out
+    assert "finishing optuna trial 1 of an interrupted call" in out and out.count("$ dropbn train") == 2
+    assert [t.state.name for t in ost.get_trials()] == ["COMPLETE", "COMPLETE", "FAIL"]
+    sel = yaml.safe_load((sdir / S.SELECTED).read_text())
+    (v,) = sel["variants"]
+    assert sorted(c["point"]["optim.lr"] for c in v["candidates"]) == ["0.01", "0.3"]
+    assert [c["trial"] for c in v["candidates"]] == [0, 1]
+    assert len(list((sdir / "tune").glob("*/summary.json"))) == 2
+
+    before = tree_state(sdir / "tune")
+    cli_main([*args, "study.trials=2"])
+    out = capsys.readouterr().out
+    assert "$ dropbn train" not in out and tree_state(sdir / "tune") == before
+    st = Study([a for a in args[1:]] + ["study.trials=2"])
+    try:
+        assert st.optuna_budget(st.variants[0]) == 2
+    finally:
+        st.hy.close()
