@@ -446,14 +446,15 @@ class Study:
             self._check_final(v)
 
     def _check_key(self, where: str, key: str, values: list) -> None:
-        from .config import known_keys, unknown_key_hint
+        from .config import unknown_key_hint
+        from .schema import RULES
 
         if self.hy.is_group(key):
             options = self.hy.group_options(key)
             for x in values:
                 if not isinstance(x, str) or x not in options:
                     raise ConfigError(f"{where}.{key}", x, f"allowed: {', '.join(options)}")
-        elif key not in known_keys():
+        elif key not in RULES or key.startswith("study."):
             raise ConfigError(f"{where}.{key}", values, unknown_key_hint(key))
 
     def _with(self, v: Variant, items: list[tuple[str, str]]) -> DictConfig:

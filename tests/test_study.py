@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dropbn import selection as S
+from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
 from .conftest import DATA_DIR, DROPBN, needs_mnist, run_cli
@@ -159,7 +160,8 @@ def test_final_runs_use_the_selection_and_fresh_seeds(study):
             s = json.loads((final / r["run"] / "summary.json").read_text())
             assert s["status"] == "completed" and s["seed"] == r["seed"]
             c = s["config"]
-            assert "study" not in c and "study" not in r["run"]  # no study key in a run's identity
+            assert "study" not in r["run"]  # no study key in a run's folder name or identity
+            assert same_config(c, dict(c, study={"final_seeds": [7]})) and not same_config(c, dict(c, seed=7))
             assert c["optim"]["lr"] == float(v["selected"]["point"]["optim.lr"])
             assert c["reg"]["norm"] == ("batch" if v["name"] == "reg=batchnorm" else "none")
             assert s["epochs_completed"] == v["selected"]["final_epochs"]
