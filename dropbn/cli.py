@@ -51,6 +51,8 @@ def _train_app():
             launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
                 summary = run(cfg, hc.runtime.output_dir, launcher=launcher)  # run() writes every status
+            if summary is None:  # another process holds the run's claim and trains it
+                return None
             return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
             fail(e)
