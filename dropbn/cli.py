@@ -2,6 +2,7 @@
 
     dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
     dropbn report DIR [DIR ...]        comparison report of the runs under DIR
+    dropbn status DIR | -m OVERRIDES   the state of every run of a sweep
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ commands:
            dropbn train --help lists every config group and key)
   report   turn the runs under one or more folders into comparison tables,
            claim checks and figures (dropbn report results/compare_mnist_mlp)
+  status   the state of every run of a sweep (completed, running, partial, failed,
+           missing) and an ETA: dropbn status results/NAME, or the arguments of
+           dropbn train -m (dropbn status -m +exp=NAME); exit 0 when all finished
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
   export   TensorBoard event files of finished runs, one subfolder per run
            (dropbn export tensorboard results/compare_mnist_mlp --out tb)
@@ -72,9 +76,11 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd in ("report", "diagnose", "export"):
+    elif cmd in ("report", "diagnose", "export", "status"):
         if cmd == "report":
             from .report.cli import main as sub_main
+        elif cmd == "status":
+            from .status import main as sub_main
         elif cmd == "export":
             from .tracking import main as sub_main
         else:
