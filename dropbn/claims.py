@@ -222,8 +222,8 @@ class Claim:
 
     def _beat(self) -> None:
         while not self._stop.wait(heartbeat_interval(self.timeout)):
-            try:
-                os.utime(self._fd)  # our own file, even if it was renamed or replaced meanwhile
+            try:  # through our own descriptor: our file, even if another process replaced it
+                os.utime(self._fd if os.utime in os.supports_fd else self.path)
             except OSError as e:
                 log.warning(f"claim heartbeat failed ({e}): {self.path}")
             self._check_lost()
