@@ -3,6 +3,7 @@
     dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
     dropbn report DIR [DIR ...]        comparison report of the runs under DIR
     dropbn study +exp=NAME [overrides] tune on validation -> select -> final on test -> report
+    dropbn status DIR | -m OVERRIDES   the state of every run of a sweep
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ commands:
   study    a fair comparison in one command: tune every variant on a validation split,
            select each one's best setting, re-run it with fresh seeds on the test set,
            report (dropbn study +exp=tuned_mnist_mlp; dropbn study --help)
+  status   the state of every run of a sweep (completed, running, partial, failed,
+           missing) and an ETA: dropbn status results/NAME, or the arguments of
+           dropbn train -m (dropbn status -m +exp=NAME); exit 0 when all finished
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
   export   TensorBoard event files of finished runs, one subfolder per run
            (dropbn export tensorboard results/compare_mnist_mlp --out tb)
@@ -55,6 +59,8 @@ def _train_app():
             launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
                 summary = run(cfg, hc.runtime.output_dir, launcher=launcher)  # run() writes every status
+            if summary is None:  # another process holds the run's claim and trains it
+                return None
             return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
             fail(e)
@@ -74,9 +80,11 @@ def main(argv=None) -> None:
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         sys.argv = ["dropbn train", *rest]
         _train_app()()
-    elif cmd in ("report", "diagnose", "export", "study"):
+    elif cmd in ("report", "diagnose", "export", "study", "status"):
         if cmd == "report":
             from .report.cli import main as sub_main
+        elif cmd == "status":
+            from .status import main as sub_main
         elif cmd == "export":
             from .tracking import main as sub_main
         elif cmd == "study":

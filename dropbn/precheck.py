@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigTypeError, ValidationError
 
 from .config import CONFIG_DIR, type_error, unknown_key_hint, validate
@@ -159,7 +160,7 @@ def check_args(args: list[str], config_dir=None, config_name: str = "train") -> 
     with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3",
                                job_name="dropbn"):
         loader = GlobalHydra.instance().config_loader()
-        jobs = list(dict.fromkeys(map(tuple, _jobs(name, list(a.overrides), a.multirun, loader))))
+        jobs = _unique_jobs(name, a, loader)
         for job in jobs:
             cfg = _compose(name, list(job), loader)
             if not a.cfg:  # --cfg job/hydra/all shows the config: values are not judged
@@ -167,6 +168,29 @@ def check_args(args: list[str], config_dir=None, config_name: str = "train") -> 
     if a.multirun:
         os.environ["DROPBN_SWEEP_JOBS"] = str(len(jobs))
     return len(jobs)
+
+
+def job_folders(args: list[str], config_dir=None, config_name: str = "train") -> list[tuple[Path, DictConfig]]:
+    """(run folder, composed config) of every job of `dropbn train <args>`, composed as `check_args`
+    does (nothing runs; values are not judged): the folder is Hydra's run.dir, or under -m its
+    sweep.dir/sweep.subdir with the job's number."""
+    a = _parse_args(args)
+    name = a.config_name or config_name
+    with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3",
+                               job_name="dropbn"):
+        loader = GlobalHydra.instance().config_loader()
+        out = []
+        for num, job in enumerate(_unique_jobs(name, a, loader)):
+            cfg = _compose(name, list(job), loader, hydra=True)
+            with open_dict(cfg):
+                cfg.hydra.job.num = cfg.hydra.job.id = num
+            h = cfg.hydra
+            out.append((Path(h.sweep.dir) / h.sweep.subdir if a.multirun else Path(h.run.dir), cfg))
+    return out
+
+
+def _unique_jobs(name: str, a, loader) -> list[tuple]:
+    return list(dict.fromkeys(map(tuple, _jobs(name, list(a.overrides), a.multirun, loader))))
 
 
 def _jobs(name: str, overrides: list[str], multirun: bool, loader) -> list[list[str]]:

@@ -20,6 +20,9 @@ SUMMARY = "summary.json"
 MODEL_TXT = "model.txt"
 HYDRA_DIR = ".hydra"                 # Hydra's record of the run's config and overrides
 HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
+# statuses of a finished run: re-running its command skips it (train.force=true re-trains it);
+# a diverged run diverges again the same way, so it is finished too
+FINISHED = ("completed", "diverged")
 
 
 # ---------------------------------------------------------------- which config keys identify a run
@@ -144,6 +147,10 @@ class RunDir:
     def is_completed(self) -> bool:
         s = self.read_summary()
         return bool(s) and s.get("status") == "completed"
+
+    def is_finished(self) -> bool:
+        s = self.read_summary()
+        return bool(s) and s.get("status") in FINISHED
 
     def clear_summary(self) -> None:
         self.file(SUMMARY).unlink(missing_ok=True)

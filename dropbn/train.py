@@ -1,6 +1,7 @@
 """The training loop: config -> data + model -> epochs -> run files.
 
-Read `run()` first: it skips a completed run, builds everything (`setup`),
+Read `run()` first: it skips a finished run, claims the run folder (dropbn/claims.py:
+another live process training it means skip it), builds everything (`setup`),
 resumes from the run folder's checkpoint if there is one (`resume`), trains
 epoch by epoch (`train_epoch`, then `metrics_row` on every eval set),
 checkpointing atomically after each, and ends with the run's status in
@@ -28,7 +29,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from . import models
+from . import claims, models
 from .data import Batches, Data, load_data
 from .device import place, resolve_device, set_threads, sync, tune_backends, uses_channels_last
 from .diagnose import run_diagnostics
@@ -261,13 +262,34 @@ def _log_epoch(row: dict, epochs: int) -> None:
 
 
 # ---------------------------------------------------------------- the run
-def run(cfg, out_dir, launcher=None) -> dict:
-    """Train one configuration in `out_dir`; returns the summary (also written to summary.json)."""
+def run(cfg, out_dir, launcher=None) -> dict | None:
+    """Train one configuration in `out_dir`; returns the summary (also written to summary.json),
+    or None when another live process holds the run's claim and trains it."""
     rd = RunDir(out_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    if rd.is_completed() and not cfg.train.force:
-        log.info(f"already completed, skipping (train.force=true re-runs it): {rd.path}")
-        return rd.read_summary()
+    if rd.is_finished() and not cfg.train.force:
+        return _skip_finished(rd)
+    # ---- run claim (dropbn/claims.py): one process at a time trains a run folder ----
+    try:
+        claim = claims.acquire(rd.path, cfg.train.claim_timeout)
+    except claims.Busy as busy:
+        log.info(f"{busy}, skipping: {rd.path}")
+        return None
+    with claim:  # heartbeat while training; released on every exit path
+        if rd.is_finished() and not cfg.train.force:  # another process finished it meanwhile
+            return _skip_finished(rd)
+        return train_claimed(cfg, rd, config, launcher)
+    # ---- end of run claim ----
+
+
+def _skip_finished(rd: RunDir) -> dict:
+    summary = rd.read_summary()
+    log.info(f"already {summary['status']}, skipping (train.force=true re-runs it): {rd.path}")
+    return summary
+
+
+def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
+    """Train the run in `rd` from scratch or from its checkpoint; the caller holds its claim."""
     if cfg.train.force:
         rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
     tb = TensorBoardLog(cfg.train.tensorboard)  # no-op when off; a missing package fails before data loads

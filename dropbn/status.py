@@ -1,0 +1,245 @@
+"""`dropbn status`: where a sweep stands, read from its run folders; nothing runs, no torch.
+
+    dropbn status results/NAME [DIR ...]     every run folder found under the folders
+    dropbn status -m +exp=NAME seed=0,1      the runs `dropbn train` with these arguments would
+                                             make (composed with Hydra, as the pre-check does),
+                                             missing ones included
+
+Each run gets one state:
+
+    completed  summary.json says so          diverged  summary.json says so (finished too)
+    running    a live process holds its claim (dropbn/claims.py): host:pid, heartbeat age
+    failed     summary.json holds the error  partial   k/N epochs in metrics.csv, no live claim
+    missing    no run folder yet
+
+A summary line counts the states and estimates the time left: the epochs still to
+train times the mean measured seconds per epoch (training + evaluation, metrics.csv),
+divided by the number of live workers (distinct claim owners; 1 when none runs now).
+Exit code 0 when every run is finished (completed or diverged), 1 otherwise.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import claims
+from .errors import DropbnError
+from .runs import FINISHED, HYDRA_CONFIG, HYDRA_DIR, METRICS, SUMMARY, is_run_dir
+
+STATES = ("completed", "diverged", "running", "partial", "failed", "missing")
+EPOCH_COLUMNS = ("epoch_seconds", "eval_seconds")  # metrics.csv: one epoch's wall time, summed
+
+USAGE = """usage: dropbn status DIR [DIR ...] | dropbn status [-m] [OVERRIDES ...]
+
+Show the state of every run of a sweep: completed, diverged, running (claimed by
+host:pid), partial k/N epochs, failed (with its error), missing; and an ETA. Give result folders,
+or the arguments of `dropbn train -m ...` (the sweep is composed, nothing runs). Exit code 0 when
+every run is finished (completed or diverged), 1 otherwise."""
+
+
+@dataclass
+class RunState:
+    folder: Path
+    state: str
+    done: int = 0                     # epochs in metrics.csv
+    epochs: int | None = None         # epochs the run trains (its config)
+    detail: str = ""
+    owner: str | None = None          # host:pid of a live claim
+    seconds: list[float] = field(default_factory=list)  # measured seconds of each epoch
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def left(self) -> int | None:
+        """Epochs still to train (None: unknown)."""
+        if self.finished:
+            return 0
+        return None if self.epochs is None else max(0, self.epochs - self.done)
+
+
+def _metrics(folder: Path) -> list[float]:
+    """Seconds of each epoch in metrics.csv (training + evaluation)."""
+    try:
+        with open(folder / METRICS, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return []
+    out = []
+    for r in rows:
+        try:
+            out.append(sum(float(r.get(c) or 0.0) for c in EPOCH_COLUMNS))
+        except ValueError:
+            out.append(math.nan)
+    return out
+
+
+def _planned_epochs(folder: Path, summary: dict | None) -> int | None:
+    """train.epochs of the run: its summary's config, else Hydra's .hydra/config.yaml."""
+    cfg = (summary or {}).get("config")
+    if not isinstance(cfg, dict):
+        try:
+            cfg = yaml.safe_load((folder / HYDRA_CONFIG).read_text())
+        except (OSError, yaml.YAMLError):
+            cfg = None
+    try:
+        return int(cfg["train"]["epochs"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def run_state(folder, epochs: int | None = None) -> RunState:
+    """The state of the run in `folder` (which need not exist). `epochs`: the planned number of
+    epochs when known (a composed sweep), else read from the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return RunState(folder, "missing", epochs=epochs)
+    summary = _read_summary(folder)
+    seconds = _metrics(folder)
+    st = RunState(folder, "partial", done=len(seconds), seconds=seconds,
+                  epochs=epochs if epochs is not None else _planned_epochs(folder, summary))
+    status = (summary or {}).get("status")
+    if status in FINISHED:
+        st.state = status
+        st.detail = _finished_detail(summary)
+        return st
+    claim = claims.current(folder)
+    dead = claim.dead_because() if claim is not None else None
+    if claim is not None and dead is None:
+        st.state, st.owner, st.detail = "running", claim.owner, claim.describe()
+    elif status == "failed":
+        st.state, st.detail = "failed", _first_line(summary.get("error"))
+    elif claim is not None and dead != "released":
+        st.detail = f"claim of {claim.owner} is dead: {dead}"
+    return st
+
+
+def _read_summary(folder: Path) -> dict | None:
+    try:
+        s = json.loads((folder / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return s if isinstance(s, dict) else None
+
+
+def _first_line(text) -> str:
+    return next((line.strip() for line in str(text or "").splitlines() if line.strip()), "no error recorded")
+
+
+def _finished_detail(summary: dict) -> str:
+    if summary.get("status") == "diverged":
+        d = summary.get("diverged_at") or {}
+        return f"at epoch {d.get('epoch', '?')}, step {d.get('step', '?')} ({d.get('reason', '?')})"
+    acc = summary.get("final_test_acc")
+    return f"test acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
+
+
+# ---------------------------------------------------------------- which runs
+def find_runs(roots) -> list[tuple[Path, Path]]:
+    """[(root, run folder)] under each root (a root may itself be a run): folders holding
+    summary.json, metrics.csv, .hydra/ or a claim; hidden folders are not searched."""
+    found = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise DropbnError(f"status: {root}: no such folder")
+        for here, dirs, _files in os.walk(root):
+            p = Path(here)
+            if is_run_dir(p) or claims.has_claim(p):
+                found.append((root, p))
+                dirs[:] = []
+            else:
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != HYDRA_DIR)
+    return found
+
+
+def _name(root: Path, folder: Path) -> str:
+    rel = os.path.relpath(folder, root)
+    return folder.name if rel == "." else rel
+
+
+def sweep_states(args: list[str]) -> list[tuple[str, RunState]]:
+    """The runs `dropbn train <args>` would make, by composing its jobs (Hydra: imported here,
+    only on this path, for its start-up cost)."""
+    from .precheck import job_folders
+
+    jobs = job_folders(args)
+    folders = [f for f, _ in jobs]
+    common = Path(os.path.commonpath([os.path.abspath(f) for f in folders])) if folders else Path(".")
+    if len(folders) == 1:
+        common = common.parent
+    return [(_name(common, Path(os.path.abspath(f))), run_state(f, epochs=int(cfg.train.epochs)))
+            for f, cfg in jobs]
+
+
+def folder_states(roots: list[str]) -> list[tuple[str, RunState]]:
+    found = find_runs(roots)
+    if not found:
+        raise DropbnError(f"status: no run folders under {', '.join(roots)}")
+    return [(_name(root, f), run_state(f)) for root, f in found]
+
+
+# ---------------------------------------------------------------- summary and ETA
+def _duration(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def eta(states: list[RunState]) -> str:
+    """The time left as one phrase: epochs left x mean measured s/epoch / live workers."""
+    if all(s.finished for s in states):
+        return "nothing left to train"
+    left = [s.left() for s in states]
+    known = sum(x for x in left if x is not None)
+    unknown = sum(x is None for x in left)
+    epochs = _n(known, "epoch") + " left" + (f" (+ {_n(unknown, 'run')} of unknown length)" if unknown else "")
+    measured = [x for s in states for x in s.seconds if math.isfinite(x)]
+    if not measured:
+        return f"{epochs}; ETA unknown until an epoch has been measured"
+    per_epoch = sum(measured) / len(measured)
+    workers = len({s.owner for s in states if s.owner})
+    at = _n(workers, "live worker") if workers else "1 worker (none running now)"
+    return f"{epochs} x {per_epoch:.1f} s/epoch / {at}: ETA {_duration(known * per_epoch / max(1, workers))}"
+
+
+def render(rows: list[tuple[str, RunState]]) -> str:
+    table = [("state", "epochs", "run", "detail")]
+    for name, s in rows:
+        epochs = "" if s.state == "missing" and s.epochs is None else f"{s.done}/{s.epochs if s.epochs is not None else '?'}"
+        table.append((s.state, epochs, name, s.detail))
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths)), r[3]]).rstrip() for r in table]
+    counts = Counter(s.state for _, s in rows)
+    summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])
+    lines.append(f"{_n(len(rows), 'run')}: {summary}; {eta([s for _, s in rows])}")
+    return "\n".join(lines)
+
+
+def _is_train_args(argv: list[str]) -> bool:
+    """`-m +exp=NAME seed=0,1` (arguments of dropbn train) rather than folders."""
+    return any(a.startswith("-") or "=" in a for a in argv if a not in ("-h", "--help"))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    rows = sweep_states(argv) if _is_train_args(argv) else folder_states(argv)
+    print(render(rows))
+    return 0 if all(s.finished for _, s in rows) else 1
