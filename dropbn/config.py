@@ -75,6 +75,9 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.train
     if n_train is not None and t.batch_size > n_train:
         raise ConfigError("train.batch_size", t.batch_size, f"must be <= the training-set size ({n_train})")
+    if t.eval_every_steps is not None and t.steps is None:
+        raise ConfigError("train.eval_every_steps", t.eval_every_steps,
+                          "needs train.steps (a run in epochs evaluates after every epoch)")
     if t.batch_size < 2 and cfg.reg.norm == "batch":
         raise ConfigError("train.batch_size", t.batch_size, "batch norm needs batches of at least 2")
 

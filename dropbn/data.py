@@ -274,8 +274,11 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
 class Batches:
     """Iterate (x float normalised, y) over a resident Split.
 
-    shuffle=True draws a new permutation from `generator` each pass; a last
-    partial batch is kept unless it has a single sample (batch norm needs 2).
+    Iterating gives one pass; shuffle=True draws a new permutation from
+    `generator` each pass. A last partial batch is kept unless it has a single
+    sample (batch norm needs 2). `take(n)` continues an endless sequence of
+    passes instead (the training stream), whose position `state()` /
+    `load_state()` save and restore.
     """
 
     def __init__(self, split: Split, batch_size: int, mean, std, *, shuffle=False,
@@ -286,25 +289,56 @@ class Batches:
         self.shift = (-mean / std).view(1, -1, 1, 1)
         self.shuffle, self.gen, self.augment = shuffle, generator, augment
         self.channels_last = channels_last
+        self.perm = None  # take(): the permutation of the pass under way (None: none under way / no shuffle)
+        self.pos = 0      # take(): batches of that pass already drawn
 
     def __len__(self) -> int:
         n = len(self.split)
         full, rest = divmod(n, self.bs)
         return full + (1 if rest > (1 if self.shuffle else 0) else 0)
 
+    def _order(self) -> torch.Tensor | None:
+        """A new pass's order: a permutation drawn from the generator, or None (in order)."""
+        if not self.shuffle:
+            return None
+        return torch.randperm(len(self.split), device=self.split.y.device, generator=self.gen)
+
+    def _batch(self, idx: torch.Tensor | None, i: int):
+        """Batch `i` of a pass in order `idx`; augmentation draws from the generator."""
+        sl = slice(i * self.bs, (i + 1) * self.bs)
+        if idx is None:
+            xb, yb = self.split.x[sl], self.split.y[sl]
+        else:
+            j = idx[sl]
+            xb, yb = self.split.x[j], self.split.y[j]
+        xb = xb.float().mul_(self.scale).add_(self.shift)
+        if self.augment:
+            xb = random_crop_flip(xb, self.gen)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb
+
     def __iter__(self):
-        x, y = self.split.x, self.split.y
-        n = len(y)
-        idx = torch.randperm(n, device=x.device, generator=self.gen) if self.shuffle else None
+        idx = self._order()
         for i in range(len(self)):
-            if idx is None:
-                xb, yb = x[i * self.bs:(i + 1) * self.bs], y[i * self.bs:(i + 1) * self.bs]
-            else:
-                j = idx[i * self.bs:(i + 1) * self.bs]
-                xb, yb = x[j], y[j]
-            xb = xb.float().mul_(self.scale).add_(self.shift)
-            if self.augment:
-                xb = random_crop_flip(xb, self.gen)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb
+            yield self._batch(idx, i)
+
+    def take(self, n: int):
+        """The next `n` batches of the stream: passes one after another, each drawing its
+        permutation at its first batch, so n = len(self) from a pass start is one pass of __iter__."""
+        for _ in range(n):
+            if self.pos == 0:
+                self.perm = self._order()
+            batch = self._batch(self.perm, self.pos)
+            self.pos = (self.pos + 1) % len(self)
+            if self.pos == 0:
+                self.perm = None
+            yield batch
+
+    def state(self) -> dict:
+        """The stream's position (the generator's state is saved separately)."""
+        return {"perm": None if self.perm is None else self.perm.cpu(), "pos": self.pos}
+
+    def load_state(self, s: dict) -> None:
+        self.perm = None if s["perm"] is None else s["perm"].to(self.split.y.device)
+        self.pos = int(s["pos"])

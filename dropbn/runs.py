@@ -36,8 +36,9 @@ LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
 # Where an image folder lives: left out of folder names and report grouping, but checked on resume,
 # because two paths may hold different images (until a content fingerprint can tell).
 RESUME_CHECKED = ("data.path",)
-# The seed changes results, so folder names and resume keep it; the report pools runs over seeds.
-POOLED_IN_REPORT = ("seed",)
+# The seeds change results, so folder names and resume keep them; the report pools runs over them
+# (replicates: the seed of the run, and that of its training subset and validation split).
+POOLED_IN_REPORT = ("seed", "data.split_seed")
 
 FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
 RESUME_IGNORED = tuple(k for k in NON_RESULT_KEYS if k not in RESUME_CHECKED)

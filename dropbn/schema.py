@@ -222,7 +222,7 @@ class TrainConfig:
     epochs: int = key(10, Int(1))
     batch_size: int = key(128, Int(1))
     schedule: str = key("none", OneOf("dropbn.train:SCHEDULES"))
-    step_every: int = key(5, Int(1))                   # epochs between lr drops for schedule=step
+    step_every: int = key(5, Int(1))                   # epochs (periods, see steps) between lr drops for schedule=step
     step_gamma: float = key(0.1, Num(0.0, 1.0, lo_open=True))
     target_acc: float = key(0.97, Num(0.0, 1.0, lo_open=True))  # epochs/seconds to reach this test accuracy
     eval_train_size: Optional[int] = key(10000, Int(1, null=True))  # training images evaluated each epoch; null = all
@@ -236,8 +236,12 @@ class TrainConfig:
     tensorboard: bool = key(False, Bool())             # TensorBoard event files in the run folder
     objective: str = key("val_acc", OneOf("dropbn.objective:OBJECTIVES"))  # what a run returns to a sweeper
     claim_timeout: float = key(600.0, Num(0.0, lo_open=True))  # seconds: an older run claim is taken over
-    steps: Optional[int] = key(None, Int(1, null=True))  # train for this many steps instead of epochs
-    eval_every_steps: Optional[int] = key(None, Int(1, null=True))
+    # a budget in optimisation steps instead of epochs: null = train.epochs epochs; an int S = exactly S
+    # steps from a stream of seeded passes (train.epochs is then ignored), evaluated, logged and
+    # checkpointed every train.eval_every_steps steps and at step S; the lr schedule then runs per step
+    # (cosine over S steps; step drops every train.step_every evaluation periods)
+    steps: Optional[int] = key(None, Int(1, null=True))
+    eval_every_steps: Optional[int] = key(None, Int(1, null=True))  # needs train.steps; null = one pass
 
 
 @dataclass

@@ -29,23 +29,28 @@ class Summary:
     data: str | None = _column()                    # data set label, e.g. "MNIST"
     data_sizes: dict | None = _record()             # {"train", "val", "test"}: images used
     params: int | None = _column()
-    epochs: int | None = _column()
-    epochs_completed: int | None = _column()
+    epochs: int | float | None = _column()             # the budget in passes over the training set
+    epochs_completed: int | float | None = _column()   # passes done (fractional in a step run)
     final_test_acc: float | None = _column()
     final_test_loss: float | None = _column()
     final_train_acc: float | None = _column()
     final_train_loss: float | None = _column()
     best_test_acc: float | None = _column()
-    best_epoch: int | None = _column()
+    best_epoch: int | float | None = _column()
     first_epoch_test_acc: float | None = _column()
     generalization_gap: float | None = _column()    # final train acc - final test acc
     loss_gap: float | None = _column()              # final test loss - final train loss
     target_acc: float | None = _column()
-    epochs_to_target: int | None = _column()
+    epochs_to_target: int | float | None = _column()  # passes done at the first row at the target
     seconds_to_target: float | None = _column()
+    # the budget in optimisation steps (train.steps, else train.epochs x steps per epoch), the steps
+    # done, and the steps done at the first metrics row at the target accuracy
+    steps: int | None = _column()
+    steps_completed: int | None = _column()
+    steps_to_target: int | None = _column()
     train_seconds: float | None = _column()
     seconds_per_epoch: float | None = _column()
-    diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}
+    diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}; see dropbn.train.divergence
     config: dict | None = _record()                 # the resolved config
     env: dict | None = _record()                    # dropbn.checkpoint.environment()
     final_val_acc: float | None = _column(optional=True)   # only with a validation split
@@ -70,15 +75,16 @@ class Summary:
 COLUMNS = tuple(f.name for f in fields(Summary) if f.metadata["column"])
 
 
-def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env) -> dict:
-    """summary.json of a run: its headline numbers from metrics rows, its config and its environment."""
+def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env, epochs, steps) -> dict:
+    """summary.json of a run: its headline numbers from metrics rows, its config and its environment.
+    `epochs`, `steps`: the budget in passes over the training set and in optimisation steps."""
     target = float(cfg.train.target_acc)
     last = rows[-1] if rows else {}
     hit = next((r for r in rows if r["test_acc"] >= target), None)
     has_val = bool(rows) and "val_acc" in last
     return Summary(
         status=status, seed=cfg.seed, data=data.label, data_sizes=data.sizes(), params=params,
-        epochs=cfg.train.epochs, epochs_completed=len(rows),
+        epochs=epochs, epochs_completed=last.get("epoch", 0),
         final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"),
         final_train_acc=last.get("train_acc"), final_train_loss=last.get("train_loss"),
         best_test_acc=max((r["test_acc"] for r in rows), default=None),
@@ -89,8 +95,9 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
         target_acc=target,
         epochs_to_target=hit["epoch"] if hit else None,
         seconds_to_target=hit["train_seconds"] if hit else None,
+        steps=steps, steps_completed=last.get("step", 0), steps_to_target=hit["step"] if hit else None,
         train_seconds=last.get("train_seconds", 0.0),
-        seconds_per_epoch=(last["train_seconds"] / len(rows)) if rows else None,
+        seconds_per_epoch=(last["train_seconds"] / last["epoch"]) if rows else None,
         diverged_at=diverged_at, config=config, env=env,
         final_val_acc=last["val_acc"] if has_val else None,
         best_val_acc=max(r["val_acc"] for r in rows) if has_val else None,

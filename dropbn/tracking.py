@@ -50,7 +50,7 @@ def require() -> None:
 
 def tag(column: str) -> str | None:
     """TensorBoard tag of a metrics.csv column: test_acc -> acc/test, epoch_seconds -> seconds/epoch, lr -> lr."""
-    if column == "epoch":
+    if column in ("epoch", "step"):
         return None
     name, _, kind = column.rpartition("_")
     return f"{kind}/{name}" if name and kind in ("acc", "loss", "seconds") else column
@@ -105,12 +105,14 @@ class TensorBoardLog:
             require()
         self.enabled = enabled
         self.writer = None
+        self.rows = 0  # metrics rows written: TensorBoard's step (the epoch in an epoch run)
 
     def open(self, run_dir, done_rows: list[dict]) -> None:
         if not self.enabled:
             return
         had_events = any(Path(run_dir).glob(EVENTS_GLOB))
         resume = len(done_rows)
+        self.rows = resume if had_events else 0
         # TensorBoard drops events with step >= purge_step that earlier files hold
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume + 1 if resume else 0)
         if not had_events:  # tensorboard switched on for a resumed run: the epochs it already has
@@ -120,7 +122,8 @@ class TensorBoardLog:
     def epoch(self, row: dict) -> None:
         if self.writer is None:
             return
-        step = int(row["epoch"])
+        self.rows += 1
+        step = self.rows
         for column, value in row.items():
             t, v = tag(column), _number(value)
             if t is not None and v is not None:
@@ -135,7 +138,7 @@ class TensorBoardLog:
         metrics = {f"summary/{k}": summary[k] for k in SUMMARY_METRICS if _number(summary.get(k)) is not None}
         for summary_pb in hparams_summaries(hp, metrics):
             self.writer.file_writer.add_summary(summary_pb)
-        step = int(summary.get("epochs_completed") or 0)
+        step = self.rows
         for t, v in metrics.items():
             self.writer.add_scalar(t, float(v), step)
         self.writer.flush()

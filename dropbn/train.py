@@ -3,17 +3,19 @@
 Read `run()` first: it skips a finished run, claims the run folder (dropbn/claims.py:
 another live process training it means skip it), builds everything (`setup`),
 resumes from the run folder's checkpoint if there is one (`resume`), trains
-epoch by epoch (`train_epoch`, then `metrics_row` on every eval set),
+period by period (`train_period`, then `metrics_row` on every eval set),
 checkpointing atomically after each, and ends with the run's status in
-summary.json (`finish`):
+summary.json (`finish`). A period is an epoch (one pass over the training set),
+or with train.steps=S, train.eval_every_steps optimisation steps of a stream of
+passes (the last period ends at step S): see `Budget`.
 
-    completed  all epochs ran (with diagnostics when train.diagnostics=true)
+    completed  the whole budget ran (with diagnostics when train.diagnostics=true)
     diverged   a non-finite loss or weight stopped it (`divergence`)
     failed     a crash that is not an input error: recorded, then raised
 
 A SIGINT/SIGTERM (dropbn/signals.py) stops the run between two steps and raises
 Interrupted without a summary: the run is unfinished and the same command
-resumes it from the last end-of-epoch checkpoint.
+resumes it from the last end-of-period checkpoint.
 """
 from __future__ import annotations
 
@@ -53,20 +55,86 @@ OPTIMIZERS = {
     "rmsprop": lambda o, params: torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum,
                                                      weight_decay=o.weight_decay, foreach=True),
 }
-# train.schedule: (train config, optimizer) -> lr scheduler, stepped once per epoch
+# train.schedule: (train config, Budget, optimizer) -> lr scheduler, stepped once per epoch in an
+# epoch run and once per optimisation step with train.steps (Budget.ticks in all); cosine anneals
+# over the whole run, step drops the lr every train.step_every periods
 SCHEDULES = {
-    "none": lambda t, opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
-    "cosine": lambda t, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
-    "step": lambda t, opt: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_every, gamma=t.step_gamma),
+    "none": lambda t, b, opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
+    "cosine": lambda t, b, opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=b.ticks),
+    "step": lambda t, b, opt: torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_every * b.ticks_per_period,
+                                                              gamma=t.step_gamma),
 }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run's optimisation steps, in periods that each end with evaluation, a metrics row and a checkpoint.
+
+    Epoch run (train.steps=null): train.epochs periods of one pass over the training set each.
+    Step run: train.steps steps in periods of train.eval_every_steps steps (null: one pass); the
+    last period ends at train.steps. Batches come from one stream of passes (`Batches.take`), so a
+    period may end inside a pass.
+    """
+
+    per_pass: int   # steps in one pass over the training set
+    total: int      # optimisation steps of the run
+    every: int      # steps per period (the last one may be shorter)
+    by_steps: bool  # train.steps is set: the lr scheduler steps per optimisation step, not per epoch
+
+    @classmethod
+    def of(cls, t, per_pass: int) -> "Budget":
+        """The budget of train config `t` with `per_pass` steps per pass over the training set."""
+        if t.steps is None:
+            return cls(per_pass, t.epochs * per_pass, per_pass, False)
+        return cls(per_pass, t.steps, t.eval_every_steps or per_pass, True)
+
+    @property
+    def periods(self) -> int:
+        return -(-self.total // self.every)
+
+    def steps_after(self, period: int) -> int:
+        """Steps done when `period` (1-based; 0: none) ends."""
+        return min(period * self.every, self.total)
+
+    def steps_before(self, period: int) -> int:
+        return self.steps_after(period - 1)
+
+    def steps_in(self, period: int) -> int:
+        return self.steps_after(period) - self.steps_before(period)
+
+    def epoch(self, steps: int) -> int | float:
+        """Passes over the training set after `steps` steps (metrics.csv's `epoch`): an integer at the
+        end of a pass, else rounded to 4 decimals."""
+        q, r = divmod(steps, self.per_pass)
+        return q if r == 0 else round(steps / self.per_pass, 4)
+
+    @property
+    def passes(self) -> int | float:
+        """The budget in passes over the training set (train.epochs in an epoch run)."""
+        return self.epoch(self.total)
+
+    def where(self, steps: int) -> str:
+        """`steps` done, as logs say it: "epoch 3/12", or "step 500/6000 (epoch 1.1628)"."""
+        if self.by_steps:
+            return f"step {steps}/{self.total} (epoch {self.epoch(steps)})"
+        return f"epoch {self.epoch(steps)}/{self.periods}"
+
+    @property
+    def ticks(self) -> int:
+        """lr scheduler steps over the run: one per epoch, or one per optimisation step."""
+        return self.total if self.by_steps else self.periods
+
+    @property
+    def ticks_per_period(self) -> int:
+        return self.every if self.by_steps else 1
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.optim.name](cfg.optim, params)
 
 
-def build_scheduler(cfg, opt):
-    return SCHEDULES[cfg.train.schedule](cfg.train, opt)
+def build_scheduler(cfg, opt, budget: Budget):
+    return SCHEDULES[cfg.train.schedule](cfg.train, budget, opt)
 
 
 def train_step(fwd, opt, x, y, *, amp=False, max_w=(), max_norm=None) -> torch.Tensor:
@@ -105,32 +173,41 @@ class LossWatch:
 
 @dataclass
 class Epoch:
-    """What one pass over the training batches did."""
+    """What one run of steps over the training batches (an epoch, or a period of a step run) did."""
 
     seconds: float   # wall time of the steps, device-synchronised
     loss_sum: float  # sum of the step losses
     bad_step: int    # first step with a non-finite loss; -1 if none
     stopped: bool    # SIGINT/SIGTERM arrived: the pass ended early
+    steps: int       # optimisation steps taken
+    lr: float        # the learning rate of the last step
 
 
-def train_epoch(model, opt, batches, *, fwd=None, amp=False, max_w=(), max_norm=None,
-                desc=None, progress=False) -> Epoch:
+def train_epoch(model, opt, batches, *, fwd=None, amp=False, max_w=(), max_norm=None, sched=None,
+                total=None, desc=None, progress=False) -> Epoch:
     """`train_step` over `batches`, ending early at a non-finite loss or a stop signal.
 
     The loss is checked every step on CPU and every 50 steps elsewhere (no host
     sync per step on accelerators). `fwd`: the model's torch.compile wrapper, if
-    any. scripts/bench.py times this very function.
+    any; `sched`: an lr scheduler stepped after every step; `total`: the number
+    of batches, for the progress bar. scripts/bench.py times this very function.
     """
     device = next(model.parameters()).device
     model.train()
     sync(device)
     t0 = time.perf_counter()
     watch = LossWatch(device)
-    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5, dynamic_ncols=True)
+    done, lr = 0, opt.param_groups[0]["lr"]
+    bar = tqdm(batches, total=total, desc=desc, leave=False, disable=not progress, mininterval=0.5,
+               dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
             break
+        lr = opt.param_groups[0]["lr"]
         loss = train_step(fwd or model, opt, x, y, amp=amp, max_w=max_w, max_norm=max_norm)
+        if sched is not None:
+            sched.step()
+        done += 1
         watch.add(step, loss)
         if step % 50 == 49 or device.type == "cpu":
             if watch.first_bad() >= 0:
@@ -140,7 +217,20 @@ def train_epoch(model, opt, batches, *, fwd=None, amp=False, max_w=(), max_norm=
     bar.close()
     stopped = stopping()
     sync(device)
-    return Epoch(time.perf_counter() - t0, watch.sum.item(), watch.first_bad(), stopped)
+    return Epoch(time.perf_counter() - t0, watch.sum.item(), watch.first_bad(), stopped, done, lr)
+
+
+def train_period(job: Job, cfg, period: int) -> Epoch:
+    """Train `period` (1-based) of the budget on the next batches of the training stream; the lr
+    scheduler steps after every step of a step run, after the period (the epoch) otherwise."""
+    b = job.budget
+    n = b.steps_in(period)
+    ep = train_epoch(job.model, job.opt, job.train_batches.take(n), fwd=job.fwd, amp=job.amp,
+                     max_w=job.max_w, max_norm=cfg.reg.max_norm, sched=job.sched if b.by_steps else None,
+                     total=n, desc=b.where(b.steps_before(period) + n), progress=cfg.train.progress)
+    if not b.by_steps and not ep.stopped:
+        job.sched.step()
+    return ep
 
 
 # ---------------------------------------------------------------- setup and resume
@@ -155,7 +245,8 @@ class Job:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     gen: torch.Generator           # the batch order (and augmentation); saved in checkpoints
-    train_batches: Batches
+    train_batches: Batches         # the training stream (`take`); its position is saved in checkpoints
+    budget: Budget                 # the steps and periods of the run
     eval_batches: dict             # "train" (a fixed subset), "test", and "val" when split off
     max_w: list                    # the weights under the max-norm constraint
     amp: bool                      # bf16 autocast (CUDA only)
@@ -175,10 +266,11 @@ def setup(cfg, launcher=None) -> Job:
     cl = uses_channels_last(cfg.model.name, device)
     model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), device, cl)
     opt = build_optimizer(cfg, model.parameters())
-    sched = build_scheduler(cfg, opt)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     train_batches = Batches(data.train, cfg.train.batch_size, data.mean, data.std, shuffle=True,
                             generator=gen, augment=cfg.data.augment, channels_last=cl)
+    budget = Budget.of(cfg.train, len(train_batches))
+    sched = build_scheduler(cfg, opt, budget)
     n_eval = cfg.train.eval_train_size or len(data.train)
     eval_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.data.split_seed))
     eval_sets = {"train": data.train.subset(eval_idx[:n_eval].to(device)), "test": data.test}
@@ -188,7 +280,8 @@ def setup(cfg, launcher=None) -> Job:
                     for k, s in eval_sets.items()}
     return Job(device=device, data=data, model=model,
                fwd=torch.compile(model) if cfg.train.compile else model,
-               opt=opt, sched=sched, gen=gen, train_batches=train_batches, eval_batches=eval_batches,
+               opt=opt, sched=sched, gen=gen, train_batches=train_batches, budget=budget,
+               eval_batches=eval_batches,
                max_w=models.hidden_weights(model) if cfg.reg.max_norm else [],
                amp=cfg.train.amp and device.type == "cuda")
 
@@ -207,15 +300,18 @@ def _set_rng_state(device, gen, s) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def checkpoint(job: Job, epoch: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
-    """The state after `epoch` epochs: everything `resume` needs to continue bit-identically."""
-    return {"epoch": epoch, "model": job.model.state_dict(), "optimizer": job.opt.state_dict(),
+def checkpoint(job: Job, period: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
+    """The state after `period` periods: everything `resume` needs to continue bit-identically,
+    mid-pass too (the stream's permutation and position, and the generator's state)."""
+    return {"epoch": period,  # periods done: epochs in an epoch run
+            "step": job.budget.steps_after(period), "stream": job.train_batches.state(),
+            "model": job.model.state_dict(), "optimizer": job.opt.state_dict(),
             "scheduler": job.sched.state_dict(), "rng": _rng_state(job.device, job.gen),
             "metrics": rows, "train_seconds": train_seconds, "config": config}
 
 
 def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, float]:
-    """(metrics rows, epochs done, training seconds): from the run folder's checkpoint, else a fresh start."""
+    """(metrics rows, periods done, training seconds): from the run folder's checkpoint, else a fresh start."""
     ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
         return [], 0, 0.0
@@ -226,36 +322,49 @@ def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, fl
     job.opt.load_state_dict(ckpt["optimizer"])
     job.sched.load_state_dict(ckpt["scheduler"])
     _set_rng_state(job.device, job.gen, ckpt["rng"])
-    log.info(f"resuming {rd.path} at epoch {ckpt['epoch'] + 1}/{cfg.train.epochs}")
-    return ckpt["metrics"], ckpt["epoch"], ckpt["train_seconds"]
+    if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
+        job.train_batches.load_state(ckpt["stream"])
+    b, done = job.budget, ckpt["epoch"]
+    at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
+    log.info(f"resuming {rd.path} at {at}")
+    return ckpt["metrics"], done, ckpt["train_seconds"]
 
 
-# ---------------------------------------------------------------- after each epoch
-def divergence(job: Job, epoch: int, ep: Epoch) -> dict | None:
-    """Where the run diverged in `epoch` (a non-finite loss, else non-finite weights), or None."""
+# ---------------------------------------------------------------- after each period
+def divergence(job: Job, period: int, ep: Epoch) -> dict | None:
+    """Where the run diverged in `period` (a non-finite loss, else non-finite weights), or None:
+    the epoch and the step's index in it; in a step run, the passes done and the step's index in the run."""
     if ep.bad_step >= 0:
-        return {"epoch": epoch, "step": ep.bad_step, "reason": "non-finite loss"}
-    if not all(torch.isfinite(p).all() for p in job.model.parameters()):
-        return {"epoch": epoch, "step": len(job.train_batches), "reason": "non-finite weights"}
-    return None
+        step, reason = ep.bad_step, "non-finite loss"
+    elif not all(torch.isfinite(p).all() for p in job.model.parameters()):
+        step, reason = ep.steps, "non-finite weights"
+    else:
+        return None
+    b = job.budget
+    if b.by_steps:
+        step += b.steps_before(period)
+        return {"epoch": b.epoch(step), "step": step, "reason": reason}
+    return {"epoch": period, "step": step, "reason": reason}
 
 
-def metrics_row(job: Job, epoch: int, ep: Epoch, train_seconds: float) -> dict:
-    """The metrics.csv row of `epoch`: loss and accuracy on every eval set, lr, timings."""
+def metrics_row(job: Job, period: int, ep: Epoch, train_seconds: float) -> dict:
+    """The metrics.csv row of `period`: passes and steps done, loss and accuracy on every eval set,
+    the lr of the last step, timings (`epoch_seconds`: the period's training time)."""
     t1 = time.perf_counter()
-    row = {"epoch": epoch}
+    steps = job.budget.steps_before(period) + ep.steps
+    row = {"epoch": job.budget.epoch(steps), "step": steps}
     for k, b in job.eval_batches.items():
         row[f"{k}_loss"], row[f"{k}_acc"] = evaluate(job.model, b)
-    row["lr"] = job.opt.param_groups[0]["lr"]
-    row["step_loss"] = ep.loss_sum / max(1, len(job.train_batches))
+    row["lr"] = ep.lr
+    row["step_loss"] = ep.loss_sum / max(1, ep.steps)
     row["epoch_seconds"] = ep.seconds
     row["eval_seconds"] = time.perf_counter() - t1
     row["train_seconds"] = train_seconds
     return row
 
 
-def _log_epoch(row: dict, epochs: int) -> None:
-    log.info(f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
+def _log_period(row: dict, budget: Budget) -> None:
+    log.info(f"{budget.where(row['step'])}  train loss {row['train_loss']:.4f} "
              f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
              + (f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else "")
              + f" | {row['epoch_seconds']:.1f}s")
@@ -297,29 +406,26 @@ def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
         job = setup(cfg, launcher)
         desc = models.describe(job.model, job.data.shape)
         rd.write_text(MODEL_TXT, desc + "\n")
-        rows, epochs_done, train_seconds = resume(rd, job, cfg, config)
+        rows, periods_done, train_seconds = resume(rd, job, cfg, config)
         tb.open(rd.path, rows)
         log.info(f"{desc}\ndata: {job.data.label} {job.data.sizes()}  device: {job.device}  "
                  f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
         status, diverged_at = "completed", None
-        for epoch in range(epochs_done + 1, cfg.train.epochs + 1):
-            ep = train_epoch(job.model, job.opt, job.train_batches, fwd=job.fwd, amp=job.amp,
-                             max_w=job.max_w, max_norm=cfg.reg.max_norm,
-                             desc=f"epoch {epoch}/{cfg.train.epochs}", progress=cfg.train.progress)
+        for period in range(periods_done + 1, job.budget.periods + 1):
+            ep = train_period(job, cfg, period)
             if ep.stopped:
-                raise_interrupted(rd, len(rows))
+                raise_interrupted(rd, job.budget.where(rows[-1]["step"]) if rows else None)
             train_seconds += ep.seconds
-            diverged_at = divergence(job, epoch, ep)
+            diverged_at = divergence(job, period, ep)
             if diverged_at:
                 status = "diverged"
-                log.warning(f"diverged at epoch {epoch}, step {diverged_at['step']} "
+                log.warning(f"diverged at epoch {diverged_at['epoch']}, step {diverged_at['step']} "
                             f"({diverged_at['reason']})")
                 break
-            rows.append(metrics_row(job, epoch, ep, train_seconds))
+            rows.append(metrics_row(job, period, ep, train_seconds))
             tb.epoch(rows[-1])
-            job.sched.step()
-            _log_epoch(rows[-1], cfg.train.epochs)
-            save_checkpoint(rd, checkpoint(job, epoch, rows, train_seconds, config))
+            _log_period(rows[-1], job.budget)
+            save_checkpoint(rd, checkpoint(job, period, rows, train_seconds, config))
             rd.write_metrics(rows)
         summary = finish(rd, job, cfg, rows, status, diverged_at, config)
         tb.finish(config, summary)
@@ -330,7 +436,7 @@ def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at
     """Write summary.json (with diagnostics after a completed run, when asked) and metrics.csv."""
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at,
                         params=models.count_params(job.model), data=job.data, config=config,
-                        env=environment(job.device))
+                        env=environment(job.device), epochs=job.budget.passes, steps=job.budget.total)
     if status == "completed" and cfg.train.diagnostics:
         summary["diagnostics"] = run_diagnostics(job.model, job.data, cfg, job.device)
     rd.write_metrics(rows)
@@ -355,8 +461,9 @@ def failure_recorded(rd: RunDir, cfg, config: dict):
         raise
 
 
-def raise_interrupted(rd: RunDir, epochs_done: int):
+def raise_interrupted(rd: RunDir, last: str | None):
+    """`last`: where the last checkpoint stands ("epoch 2/3"), None if there is none."""
     signum = requested_signal() or signal.SIGINT
-    kept = f"the checkpoint of epoch {epochs_done} is kept" if epochs_done else "no epoch had finished"
+    kept = f"the checkpoint at {last} is kept" if last else "no period had finished"
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {kept}; run the same command "
                       f"again to resume: {rd.path}", signum)

@@ -85,7 +85,7 @@ def test_every_schedule_builds_and_steps(name):
     cfg = compose(f"train.schedule={name}", "train.epochs=4", "train.step_every=1", "train.step_gamma=0.5")
     validate(cfg)
     opt = train.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
-    sched = train.build_scheduler(cfg, opt)
+    sched = train.build_scheduler(cfg, opt, train.Budget.of(cfg.train, per_pass=10))
     for _ in range(2):
         opt.step()
         sched.step()

@@ -33,7 +33,8 @@ SETUP_KEYS = [("data.train_size", "training images"), ("data.val_size", "validat
               ("data.augment", "augmentation"), ("model.hidden", "MLP widths"), ("model.channels", "conv channels"),
               ("model.fc", "dense widths"), ("optim.name", "optimizer"), ("optim.lr", "lr"),
               ("optim.momentum", "momentum"), ("optim.weight_decay", "weight decay"),
-              ("train.epochs", "epochs"), ("train.batch_size", "batch size"), ("train.schedule", "lr schedule")]
+              ("train.epochs", "epochs"), ("train.steps", "optimisation steps (train.epochs unused)"),
+              ("train.batch_size", "batch size"), ("train.schedule", "lr schedule")]
 
 
 @dataclass
