@@ -2,12 +2,13 @@
 
 Torch-free. `summarize()` builds a `Summary` at the end of a run; the report
 reads the same fields back with `Summary.from_json()`. The `diagnostics` part
-(variance shift, BN folding, inference cost; written by dropbn/diagnostics.py)
+(variance shift, BN folding, inference cost; written by dropbn/diagnose.py)
 has its own small schema below, and `diagnostic_columns()` flattens it into
 the report's vs_* / inf_* columns.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -35,15 +36,28 @@ class Summary:
     final_test_loss: float | None = _column()
     final_train_acc: float | None = _column()
     final_train_loss: float | None = _column()
+    # An oracle, labelled as such: the highest test accuracy over the epochs is chosen on the test set,
+    # so it never selects an epoch or a configuration and never enters a claim.
     best_test_acc: float | None = _column()
+    # The best epoch is chosen on the validation split (data.val_size > 0): the epoch with the highest
+    # val_acc, ties -> the earliest. Without a validation split nothing is chosen: best_epoch,
+    # best_epoch_by and test_acc_at_best_epoch are null (never chosen on test).
     best_epoch: int | None = _column()
+    best_epoch_by: str | None = _column()             # "val", or null without a validation split
+    test_acc_at_best_epoch: float | None = _column()  # test accuracy at the validation-selected epoch
     first_epoch_test_acc: float | None = _column()
     generalization_gap: float | None = _column()    # final train acc - final test acc
     loss_gap: float | None = _column()              # final test loss - final train loss
+    # Convergence speed, measured on the test set: the first epoch whose test accuracy reaches target_acc
+    # and the training seconds up to its end (null if never reached). A measurement, not a selection.
     target_acc: float | None = _column()
     epochs_to_target: int | None = _column()
     seconds_to_target: float | None = _column()
-    train_seconds: float | None = _column()
+    train_seconds: float | None = _column()         # training seconds of all epochs, warm-up included
+    first_epoch_seconds: float | None = _column()   # wall seconds of epoch 1's training (warm-up, compile)
+    # Steady state: mean training seconds per epoch over epochs 2..N, leaving out epoch 1's warm-up
+    # (epoch 1's seconds when N = 1). Evaluation time is not included. The first epoch after a
+    # resume pays warm-up again; it is counted like any other epoch.
     seconds_per_epoch: float | None = _column()
     diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}
     config: dict | None = _record()                 # the resolved config
@@ -70,19 +84,35 @@ class Summary:
 COLUMNS = tuple(f.name for f in fields(Summary) if f.metadata["column"])
 
 
+def steady_seconds_per_epoch(rows: list[dict]) -> float | None:
+    """Mean `epoch_seconds` of epochs 2..N (epoch 1's when N = 1); None without rows."""
+    secs = [r["epoch_seconds"] for r in rows]
+    steady = secs[1:] or secs
+    return sum(steady) / len(steady) if steady else None
+
+
+def best_by_val(rows: list[dict]) -> dict | None:
+    """The metrics row with the highest finite val_acc (ties: the earliest); None without a validation split."""
+    cands = [r for r in rows if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
+    return max(cands, key=lambda r: r["val_acc"]) if cands else None  # max keeps the first of equals
+
+
 def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env) -> dict:
     """summary.json of a run: its headline numbers from metrics rows, its config and its environment."""
     target = float(cfg.train.target_acc)
     last = rows[-1] if rows else {}
     hit = next((r for r in rows if r["test_acc"] >= target), None)
     has_val = bool(rows) and "val_acc" in last
+    best = best_by_val(rows)
     return Summary(
         status=status, seed=cfg.seed, data=data.label, data_sizes=data.sizes(), params=params,
         epochs=cfg.train.epochs, epochs_completed=len(rows),
         final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"),
         final_train_acc=last.get("train_acc"), final_train_loss=last.get("train_loss"),
         best_test_acc=max((r["test_acc"] for r in rows), default=None),
-        best_epoch=max(rows, key=lambda r: r["test_acc"])["epoch"] if rows else None,
+        best_epoch=best["epoch"] if best else None,
+        best_epoch_by="val" if best else None,
+        test_acc_at_best_epoch=best["test_acc"] if best else None,
         first_epoch_test_acc=rows[0]["test_acc"] if rows else None,
         generalization_gap=(last["train_acc"] - last["test_acc"]) if rows else None,
         loss_gap=(last["test_loss"] - last["train_loss"]) if rows else None,
@@ -90,10 +120,11 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
         epochs_to_target=hit["epoch"] if hit else None,
         seconds_to_target=hit["train_seconds"] if hit else None,
         train_seconds=last.get("train_seconds", 0.0),
-        seconds_per_epoch=(last["train_seconds"] / len(rows)) if rows else None,
+        first_epoch_seconds=rows[0]["epoch_seconds"] if rows else None,
+        seconds_per_epoch=steady_seconds_per_epoch(rows),
         diverged_at=diverged_at, config=config, env=env,
         final_val_acc=last["val_acc"] if has_val else None,
-        best_val_acc=max(r["val_acc"] for r in rows) if has_val else None,
+        best_val_acc=best["val_acc"] if best else None,
         final_val_loss=last["val_loss"] if has_val else None,
     ).to_json()
 
