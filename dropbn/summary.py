@@ -134,15 +134,43 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
 MODES = ("as_trained", "folded")  # the trained model as it is, and with BN folded into Linear/Conv
 
 
+def _layers():
+    """A per-layer list: kept as a list in the report's vs_* columns."""
+    return field(default=None, metadata={"per_layer": True})
+
+
 @dataclass
 class VarianceShift:
-    """Li et al.'s moving/real variance ratio of every BN layer (see dropbn/bn.py)."""
-    layers: list                    # [{"name", "mean_ratio", "max_ratio"}] per BN layer
+    """Li et al.'s moving/real variance ratio of every BN layer, on test and on training data.
+
+    Per layer and channel, ratio = running_var / variance of the layer's input in eval mode
+    (dropout off) over the data (see dropbn/bn.py). Every per-layer dict is
+    {"name", "mean_ratio", "median_ratio", "max_ratio"}: the arithmetic mean, median and
+    maximum over the layer's channels. `layers` is measured on the test set; `train_layers`
+    on training data (un-augmented, the first `train_images` images of a fixed seeded order),
+    as Li et al. measure it. The fields after test_acc_recalibrated were added later and read
+    as None in older summary.json files.
+    """
+    layers: list = field(metadata={"per_layer": True})   # test set
+    # the worst test layer by its mean ratio: largest |log mean_ratio| (kept for compatibility)
     worst_layer: str | None
     worst_mean_ratio: float | None
     worst_max_ratio: float | None
+    # test accuracy with the trained BN statistics, and after BN statistics re-estimation with dropout
+    # off (Hendrycks & Gimpel 2016's re-estimation of the BN variance; not one of Li et al.'s remedies,
+    # which are dropout after all BN layers, and Uout)
     test_acc: float
     test_acc_recalibrated: float
+    # the worst test layer by its median ratio: largest |log median_ratio| (may differ from worst_layer)
+    worst_median_layer: str | None = None
+    worst_median_ratio: float | None = None
+    train_layers: list | None = _layers()                # training data
+    train_images: int | None = None                      # training images measured
+    # the worst training-data layer by its median ratio (largest |log median_ratio|), and its ratios
+    train_worst_layer: str | None = None
+    train_worst_mean_ratio: float | None = None
+    train_worst_median_ratio: float | None = None
+    train_worst_max_ratio: float | None = None
 
 
 @dataclass
@@ -176,16 +204,14 @@ def inf_column(key: str, mode: str | None = None) -> str:
 
 
 def diagnostic_columns(diag) -> dict:
-    """summary.json's diagnostics -> vs_* and inf_* scalar columns; the layer list kept as a list."""
+    """summary.json's diagnostics -> vs_* and inf_* scalar columns; the layer lists kept as lists."""
     out = {}
     if not isinstance(diag, dict):
         return out
     vs = diag.get("variance_shift")
     if isinstance(vs, dict):
         for f in fields(VarianceShift):
-            if f.name != "layers":
-                out[vs_column(f.name)] = vs.get(f.name)
-        out[vs_column("layers")] = vs.get("layers") or []
+            out[vs_column(f.name)] = (vs.get(f.name) or []) if f.metadata.get("per_layer") else vs.get(f.name)
     inf = diag.get("inference")
     if isinstance(inf, dict):
         for f in fields(Inference):
