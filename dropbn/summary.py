@@ -134,11 +134,6 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
 MODES = ("as_trained", "folded")  # the trained model as it is, and with BN folded into Linear/Conv
 
 
-def _layers():
-    """A per-layer list: kept as a list in the report's vs_* columns."""
-    return field(default=None, metadata={"per_layer": True})
-
-
 @dataclass
 class VarianceShift:
     """Li et al.'s moving/real variance ratio of every BN layer, on test and on training data.
@@ -151,7 +146,7 @@ class VarianceShift:
     as Li et al. measure it. The fields after test_acc_recalibrated were added later and read
     as None in older summary.json files.
     """
-    layers: list = field(metadata={"per_layer": True})   # test set
+    layers: list = field(metadata={"per_layer": True})  # test set; per_layer: a list in the report's vs_* columns
     # the worst test layer by its mean ratio: largest |log mean_ratio| (kept for compatibility)
     worst_layer: str | None
     worst_mean_ratio: float | None
@@ -164,7 +159,7 @@ class VarianceShift:
     # the worst test layer by its median ratio: largest |log median_ratio| (may differ from worst_layer)
     worst_median_layer: str | None = None
     worst_median_ratio: float | None = None
-    train_layers: list | None = _layers()                # training data
+    train_layers: list | None = field(default=None, metadata={"per_layer": True})  # training data
     train_images: int | None = None                      # training images measured
     # the worst training-data layer by its median ratio (largest |log median_ratio|), and its ratios
     train_worst_layer: str | None = None
