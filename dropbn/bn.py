@@ -7,21 +7,29 @@ untouched (`BNInputStats` hooks the model it is given, while it is active).
 
 Variance shift (Li et al. 2019, "Understanding the disharmony between dropout
 and batch normalization by variance shift"): for every BatchNorm layer and
-channel c, ratio_c = (running_var_c + eps) / (test_var_c + eps), where
-test_var_c is the variance of the layer's *input* in eval mode (dropout off)
-over the test set (over N for BN1d, over N, H, W for BN2d) and eps is the
+channel c, ratio_c = (running_var_c + eps) / (real_var_c + eps), where
+real_var_c is the variance of the layer's *input* in eval mode (dropout off)
+over the batches given (over N for BN1d, over N, H, W for BN2d) and eps is the
 layer's own eps (so channels that are dead on both sides read 1, not nan).
-This is Li et al.'s moving/real direction: > 1 when training fed the layer
-more variance than it sees at test time, as dropout placed before BN does;
-BN then divides test activations by too large a standard deviation.
-`mean_ratio` / `max_ratio` are the arithmetic mean / maximum over channels;
-the *worst* layer is the one whose mean ratio is furthest from 1 in log terms,
-i.e. the largest |log(mean_ratio)|, so a shift in either direction counts.
+Li et al. measure it on training data; dropbn/diagnose.py measures it on both
+the training and the test set. This is Li et al.'s moving/real direction: > 1
+when training fed the layer more variance than it sees with dropout off, as
+dropout placed before BN does; BN then divides eval-mode activations by too
+large a standard deviation. `mean_ratio` / `median_ratio` / `max_ratio` are the
+arithmetic mean / median / maximum over the layer's channels (a few near-dead
+channels can dominate the mean; the median is robust to them). The *worst*
+layer is the one whose ratio (`worst_layer`'s `key`) is furthest from 1 in log
+terms, i.e. the largest |log ratio|, so a shift in either direction counts.
 
-Recalibration (Li et al.'s remedy): a copy of the model whose BN running
-statistics are re-estimated with dropout off -- BN layers in train mode with
-momentum=None (cumulative average), everything else in eval mode, one
-no-grad pass over the given batches (dropbn/diagnose.py: the training set).
+Recalibration: a copy of the model whose BN running statistics are
+re-estimated with dropout off -- BN layers in train mode with momentum=None
+(cumulative average), everything else in eval mode, one no-grad pass over the
+given batches (dropbn/diagnose.py: the training set). This is the BN
+re-estimation of Hendrycks & Gimpel (2016, "Adjusting for dropout variance in
+batch normalization and weight initialization"), who update the variance
+moving averages with dropout off after training. It is not Li et al.'s remedy:
+theirs are dropout after all BN layers (reg.dropout_blocks=last), and "Uout",
+a variance-stable uniform dropout (not implemented here).
 
 BN folding: `fold_bn(model)` returns an eval-mode copy in which every
 BatchNorm whose input comes straight from a Linear/Conv2d is folded into that
@@ -72,7 +80,7 @@ class BNInputStats:
     """Forward pre-hooks accumulating per-channel sums of every BN layer's input.
 
     A context manager: the hooks are on `model` while it is active; `ratios()`
-    then gives each reached layer's {"name", "mean_ratio", "max_ratio"}.
+    then gives each reached layer's {"name", "mean_ratio", "median_ratio", "max_ratio"}.
 
     Values are shifted by the layer's running mean before summing (less
     cancellation in E[d^2] - E[d]^2); batch sums in float32, totals in float64.
@@ -119,13 +127,15 @@ class BNInputStats:
             mean_d = s1 / n
             test_var = (s2 / n - mean_d * mean_d).clamp_min(0.0)
             r = (m.running_var.double() + m.eps) / (test_var + m.eps)
-            out.append({"name": name, "mean_ratio": float(r.mean()), "max_ratio": float(r.max())})
+            out.append({"name": name, "mean_ratio": float(r.mean()),
+                        "median_ratio": float(r.quantile(0.5)),  # the mean of the two middle values
+                        "max_ratio": float(r.max())})
         return out
 
 
 @torch.inference_mode()
 def variance_shift(model: nn.Module, batches) -> list[dict]:
-    """Per BN layer: mean and max over channels of running_var / eval-mode input variance.
+    """Per BN layer: mean, median and max over channels of running_var / eval-mode input variance.
 
     Runs an eval-mode copy over `batches` (x or (x, y)); see the module docstring.
     """
@@ -136,16 +146,16 @@ def variance_shift(model: nn.Module, batches) -> list[dict]:
     return st.ratios()
 
 
-def worst_layer(layers: list[dict]) -> dict | None:
-    """The layer whose mean ratio is furthest from 1 in log terms (largest |log mean_ratio|)."""
+def worst_layer(layers: list[dict], key: str = "mean_ratio") -> dict | None:
+    """The layer whose ratio `key` is furthest from 1 in log terms (largest |log ratio|); None if no layers."""
     def dist(l):
-        r = l["mean_ratio"]
+        r = l[key]
         return abs(math.log(r)) if r > 0 and math.isfinite(r) else math.inf
     return max(layers, key=dist) if layers else None
 
 
 def recalibrate_bn(model: nn.Module, batches) -> nn.Module:
-    """Copy of `model` with BN running statistics re-estimated with dropout off.
+    """Copy of `model` with BN running statistics re-estimated with dropout off (Hendrycks & Gimpel).
 
     Resets every BN layer's statistics, sets momentum=None (cumulative
     average over the pass), puts BN in train mode and all else in eval mode,

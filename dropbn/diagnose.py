@@ -8,11 +8,15 @@ keys are defined once, for this writer and the report, in dropbn/summary.py
 (Diagnostics, VarianceShift, Inference).
 
 The maths (variance shift ratios, recalibration, BN folding) is in dropbn/bn.py.
-Here: which data each measurement sees. Variance shift: the test set in eval
-mode. Recalibration: one pass over the (un-augmented, seeded-shuffled) training
-set in training-size batches, then test accuracy. Folding error: the largest
-output difference over the test set. Inference cost: median ms per forward at
-batch 256 (real test images) and batch 1, as trained and folded.
+Here: which data each measurement sees. Variance shift, in eval mode (dropout
+off): on the test set (`layers`), and on training data as Li et al. measure it
+(`train_layers`: the first min(TRAIN_SHIFT_IMAGES, N) training images in a fixed
+seeded order, un-augmented). Recalibration (BN statistics re-estimated with
+dropout off, Hendrycks & Gimpel 2016): one pass over the (un-augmented,
+seeded-shuffled) training set in training-size batches, then test accuracy.
+Folding error: the largest output difference over the test set. Inference cost:
+median ms per forward at batch 256 (real test images) and batch 1, as trained
+and folded.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import models
-from .bn import BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recalibrate_bn, worst_layer
+from .bn import (BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recalibrate_bn, variance_shift,
+                 worst_layer)
 from .data import Batches, Split, load_data
 from .device import place, resolve_device, set_threads, uses_channels_last
 from .errors import DropbnError
@@ -36,6 +41,9 @@ from .measure import evaluate, time_models
 from .checkpoint import load_checkpoint
 from .runs import CHECKPOINT, RunDir
 from .summary import MODES, Diagnostics, Inference, VarianceShift
+
+TRAIN_SHIFT_IMAGES = 10_000  # training images the training-data variance shift is measured on
+SHIFT_SEED = 0               # their order, and the recalibration pass's
 
 
 # ---------------------------------------------------------------- one trained model
@@ -51,32 +59,52 @@ def run_diagnostics(model: nn.Module, data, cfg, device, *, time_budget_s: float
                    channels_last=channels_last)
     as_trained = copy.deepcopy(model).eval()
     folded = fold_bn(model)
-    vs = _variance_shift(as_trained, data, test, int(cfg.train.batch_size), channels_last)
+    vs = _variance_shift(as_trained, data, test, int(cfg.train.batch_size), int(cfg.train.eval_batch_size),
+                         channels_last)
     inference = Inference(bn_layers_folded=count_bn(as_trained) - count_bn(folded),
                           fold_max_abs_diff=max_abs_diff(as_trained, folded, test),
                           **_inference_ms(as_trained, folded, data, device, channels_last, time_budget_s))
     return Diagnostics(vs, inference).to_json()
 
 
-def _variance_shift(as_trained: nn.Module, data, test: Batches, batch_size: int,
+def train_shift_split(train: Split) -> Split:
+    """The training images the training-data variance shift is measured on (see the module docstring)."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SHIFT_SEED))
+    return train.subset(order[:TRAIN_SHIFT_IMAGES].to(train.x.device))
+
+
+def _variance_shift(as_trained: nn.Module, data, test: Batches, batch_size: int, eval_batch_size: int,
                     channels_last: bool) -> VarianceShift | None:
-    """Per-layer variance ratios on the test set, test accuracy before/after recalibration."""
+    """Per-layer variance ratios on test and training data, test accuracy before/after recalibration."""
     if not bn_layers(as_trained):
         return None
     with BNInputStats(as_trained) as st:
         _, test_acc = evaluate(as_trained, test)
     layers = st.ratios()
-    gen = torch.Generator(device=data.train.x.device).manual_seed(0)
+    shift_split = train_shift_split(data.train)
+    train_layers = variance_shift(as_trained, Batches(shift_split, eval_batch_size, data.mean, data.std,
+                                                      channels_last=channels_last))
+    gen = torch.Generator(device=data.train.x.device).manual_seed(SHIFT_SEED)
     train = Batches(data.train, batch_size, data.mean, data.std, shuffle=True, generator=gen,
                     channels_last=channels_last)
     _, recalibrated_acc = evaluate(recalibrate_bn(as_trained, train), test)
-    worst = worst_layer(layers)
+    worst = worst_layer(layers)  # by mean ratio, as before the median was added
+    worst_med = worst_layer(layers, "median_ratio")
+    train_worst = worst_layer(train_layers, "median_ratio")
     return VarianceShift(layers=layers,
                          worst_layer=worst["name"] if worst else None,
                          worst_mean_ratio=worst["mean_ratio"] if worst else None,
                          worst_max_ratio=worst["max_ratio"] if worst else None,
                          test_acc=test_acc,
-                         test_acc_recalibrated=recalibrated_acc)
+                         test_acc_recalibrated=recalibrated_acc,
+                         worst_median_layer=worst_med["name"] if worst_med else None,
+                         worst_median_ratio=worst_med["median_ratio"] if worst_med else None,
+                         train_layers=train_layers,
+                         train_images=len(shift_split),
+                         train_worst_layer=train_worst["name"] if train_worst else None,
+                         train_worst_mean_ratio=train_worst["mean_ratio"] if train_worst else None,
+                         train_worst_median_ratio=train_worst["median_ratio"] if train_worst else None,
+                         train_worst_max_ratio=train_worst["max_ratio"] if train_worst else None)
 
 
 def _inference_ms(as_trained: nn.Module, folded: nn.Module, data, device, channels_last: bool,
@@ -115,8 +143,10 @@ def _describe(d: dict) -> str:
     parts = []
     vs = d["variance_shift"]
     if vs:
-        parts.append(f"var ratio {vs['worst_mean_ratio']:.3f} ({vs['worst_layer']}), "
-                     f"acc {vs['test_acc']:.4f} -> {vs['test_acc_recalibrated']:.4f} recalibrated")
+        parts.append(f"median var ratio: train {vs['train_worst_median_ratio']:.3f} ({vs['train_worst_layer']}), "
+                     f"test {vs['worst_median_ratio']:.3f} ({vs['worst_median_layer']}); "
+                     f"acc {vs['test_acc']:.4f} -> {vs['test_acc_recalibrated']:.4f} with BN statistics "
+                     f"re-estimated")
     parts.append(f"{inf['bn_layers_folded']} BN folded (diff {inf['fold_max_abs_diff']:.1e})")
     parts.append(f"b256 {inf['batch256_ms']['as_trained']:.2f}/{inf['batch256_ms']['folded']:.2f} ms, "
                  f"b1 {inf['batch1_ms']['as_trained']:.3f}/{inf['batch1_ms']['folded']:.3f} ms")

@@ -2,12 +2,13 @@
 
 Torch-free. `summarize()` builds a `Summary` at the end of a run; the report
 reads the same fields back with `Summary.from_json()`. The `diagnostics` part
-(variance shift, BN folding, inference cost; written by dropbn/diagnostics.py)
+(variance shift, BN folding, inference cost; written by dropbn/diagnose.py)
 has its own small schema below, and `diagnostic_columns()` flattens it into
 the report's vs_* / inf_* columns.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -35,11 +36,20 @@ class Summary:
     final_test_loss: float | None = _column()
     final_train_acc: float | None = _column()
     final_train_loss: float | None = _column()
+    # An oracle, labelled as such: the highest test accuracy over the epochs is chosen on the test set,
+    # so it never selects an epoch or a configuration and never enters a claim.
     best_test_acc: float | None = _column()
+    # The best epoch is chosen on the validation split (data.val_size > 0): the epoch with the highest
+    # val_acc, ties -> the earliest. Without a validation split nothing is chosen: best_epoch,
+    # best_epoch_by and test_acc_at_best_epoch are null (never chosen on test).
     best_epoch: int | float | None = _column()
+    best_epoch_by: str | None = _column()             # "val", or null without a validation split
+    test_acc_at_best_epoch: float | None = _column()  # test accuracy at the validation-selected epoch
     first_epoch_test_acc: float | None = _column()
     generalization_gap: float | None = _column()    # final train acc - final test acc
     loss_gap: float | None = _column()              # final test loss - final train loss
+    # Convergence speed, measured on the test set: the first epoch whose test accuracy reaches target_acc
+    # and the training seconds up to its end (null if never reached). A measurement, not a selection.
     target_acc: float | None = _column()
     epochs_to_target: int | float | None = _column()  # passes done at the first row at the target
     seconds_to_target: float | None = _column()
@@ -48,7 +58,11 @@ class Summary:
     steps: int | None = _column()
     steps_completed: int | None = _column()
     steps_to_target: int | None = _column()
-    train_seconds: float | None = _column()
+    train_seconds: float | None = _column()         # training seconds of all epochs, warm-up included
+    first_epoch_seconds: float | None = _column()   # wall seconds of epoch 1's training (warm-up, compile)
+    # Steady state: mean training seconds per epoch over epochs 2..N, leaving out epoch 1's warm-up
+    # (epoch 1's seconds when N = 1). Evaluation time is not included. The first epoch after a
+    # resume pays warm-up again; it is counted like any other epoch.
     seconds_per_epoch: float | None = _column()
     diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}; see dropbn.train.divergence
     config: dict | None = _record()                 # the resolved config
@@ -75,6 +89,23 @@ class Summary:
 COLUMNS = tuple(f.name for f in fields(Summary) if f.metadata["column"])
 
 
+def steady_seconds_per_epoch(rows: list[dict]) -> float | None:
+    """Training seconds per pass over the training set after the first metrics row (epochs 2..N,
+    or the evaluation periods after the first with train.steps); the first row's when there is one
+    row; None without rows. `epoch` in a row is the passes done so far."""
+    if not rows:
+        return None
+    if len(rows) == 1:
+        return rows[0]["epoch_seconds"] / rows[0]["epoch"]
+    return sum(r["epoch_seconds"] for r in rows[1:]) / (rows[-1]["epoch"] - rows[0]["epoch"])
+
+
+def best_by_val(rows: list[dict]) -> dict | None:
+    """The metrics row with the highest finite val_acc (ties: the earliest); None without a validation split."""
+    cands = [r for r in rows if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
+    return max(cands, key=lambda r: r["val_acc"]) if cands else None  # max keeps the first of equals
+
+
 def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, config, env, epochs, steps) -> dict:
     """summary.json of a run: its headline numbers from metrics rows, its config and its environment.
     `epochs`, `steps`: the budget in passes over the training set and in optimisation steps."""
@@ -82,13 +113,16 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
     last = rows[-1] if rows else {}
     hit = next((r for r in rows if r["test_acc"] >= target), None)
     has_val = bool(rows) and "val_acc" in last
+    best = best_by_val(rows)
     return Summary(
         status=status, seed=cfg.seed, data=data.label, data_sizes=data.sizes(), params=params,
         epochs=epochs, epochs_completed=last.get("epoch", 0),
         final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"),
         final_train_acc=last.get("train_acc"), final_train_loss=last.get("train_loss"),
         best_test_acc=max((r["test_acc"] for r in rows), default=None),
-        best_epoch=max(rows, key=lambda r: r["test_acc"])["epoch"] if rows else None,
+        best_epoch=best["epoch"] if best else None,
+        best_epoch_by="val" if best else None,
+        test_acc_at_best_epoch=best["test_acc"] if best else None,
         first_epoch_test_acc=rows[0]["test_acc"] if rows else None,
         generalization_gap=(last["train_acc"] - last["test_acc"]) if rows else None,
         loss_gap=(last["test_loss"] - last["train_loss"]) if rows else None,
@@ -97,10 +131,11 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
         seconds_to_target=hit["train_seconds"] if hit else None,
         steps=steps, steps_completed=last.get("step", 0), steps_to_target=hit["step"] if hit else None,
         train_seconds=last.get("train_seconds", 0.0),
-        seconds_per_epoch=(last["train_seconds"] / last["epoch"]) if rows else None,
+        first_epoch_seconds=rows[0]["epoch_seconds"] if rows else None,
+        seconds_per_epoch=steady_seconds_per_epoch(rows),
         diverged_at=diverged_at, config=config, env=env,
         final_val_acc=last["val_acc"] if has_val else None,
-        best_val_acc=max(r["val_acc"] for r in rows) if has_val else None,
+        best_val_acc=best["val_acc"] if best else None,
         final_val_loss=last["val_loss"] if has_val else None,
     ).to_json()
 
@@ -112,13 +147,36 @@ MODES = ("as_trained", "folded")  # the trained model as it is, and with BN fold
 
 @dataclass
 class VarianceShift:
-    """Li et al.'s moving/real variance ratio of every BN layer (see dropbn/bn.py)."""
-    layers: list                    # [{"name", "mean_ratio", "max_ratio"}] per BN layer
+    """Li et al.'s moving/real variance ratio of every BN layer, on test and on training data.
+
+    Per layer and channel, ratio = running_var / variance of the layer's input in eval mode
+    (dropout off) over the data (see dropbn/bn.py). Every per-layer dict is
+    {"name", "mean_ratio", "median_ratio", "max_ratio"}: the arithmetic mean, median and
+    maximum over the layer's channels. `layers` is measured on the test set; `train_layers`
+    on training data (un-augmented, the first `train_images` images of a fixed seeded order),
+    as Li et al. measure it. The fields after test_acc_recalibrated were added later and read
+    as None in older summary.json files.
+    """
+    layers: list = field(metadata={"per_layer": True})  # test set; per_layer: a list in the report's vs_* columns
+    # the worst test layer by its mean ratio: largest |log mean_ratio| (kept for compatibility)
     worst_layer: str | None
     worst_mean_ratio: float | None
     worst_max_ratio: float | None
+    # test accuracy with the trained BN statistics, and after BN statistics re-estimation with dropout
+    # off (Hendrycks & Gimpel 2016's re-estimation of the BN variance; not one of Li et al.'s remedies,
+    # which are dropout after all BN layers, and Uout)
     test_acc: float
     test_acc_recalibrated: float
+    # the worst test layer by its median ratio: largest |log median_ratio| (may differ from worst_layer)
+    worst_median_layer: str | None = None
+    worst_median_ratio: float | None = None
+    train_layers: list | None = field(default=None, metadata={"per_layer": True})  # training data
+    train_images: int | None = None                      # training images measured
+    # the worst training-data layer by its median ratio (largest |log median_ratio|), and its ratios
+    train_worst_layer: str | None = None
+    train_worst_mean_ratio: float | None = None
+    train_worst_median_ratio: float | None = None
+    train_worst_max_ratio: float | None = None
 
 
 @dataclass
@@ -152,16 +210,14 @@ def inf_column(key: str, mode: str | None = None) -> str:
 
 
 def diagnostic_columns(diag) -> dict:
-    """summary.json's diagnostics -> vs_* and inf_* scalar columns; the layer list kept as a list."""
+    """summary.json's diagnostics -> vs_* and inf_* scalar columns; the layer lists kept as lists."""
     out = {}
     if not isinstance(diag, dict):
         return out
     vs = diag.get("variance_shift")
     if isinstance(vs, dict):
         for f in fields(VarianceShift):
-            if f.name != "layers":
-                out[vs_column(f.name)] = vs.get(f.name)
-        out[vs_column("layers")] = vs.get("layers") or []
+            out[vs_column(f.name)] = (vs.get(f.name) or []) if f.metadata.get("per_layer") else vs.get(f.name)
     inf = diag.get("inference")
     if isinstance(inf, dict):
         for f in fields(Inference):

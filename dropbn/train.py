@@ -442,9 +442,11 @@ def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at
     rd.write_metrics(rows)
     rd.write_summary(summary)
     if status == "completed":
-        log.info(f"done: test acc {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f}), "
-                 f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch\n"
-                 f"run folder: {rd.path}")
+        best = (f" (epoch {summary['best_epoch']} chosen on val: {summary['test_acc_at_best_epoch']:.4f})"
+                if summary["best_epoch"] is not None else "")
+        log.info(f"done: test acc {summary['final_test_acc']:.4f}{best}, "
+                 f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch "
+                 f"(epoch 1: {summary['first_epoch_seconds']:.1f} s)\nrun folder: {rd.path}")
     return summary
 
 

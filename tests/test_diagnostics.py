@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,11 +19,12 @@ from torch import nn
 
 from dropbn import models
 from dropbn.data import Data, Split
-from dropbn.bn import count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
-from dropbn.diagnose import main, run_diagnostics
+from dropbn.bn import BNInputStats, count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
+from dropbn.diagnose import TRAIN_SHIFT_IMAGES, main, run_diagnostics, train_shift_split
 from dropbn.errors import DropbnError
+from dropbn.train import run
 
-from .conftest import DATA_DIR
+from .conftest import DATA_DIR, TINY, compose, needs_mnist
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -194,9 +196,39 @@ def test_dropout_before_bn_shows_variance_shift():
     for l in layers:
         assert l["mean_ratio"] > 1.5 and l["max_ratio"] >= l["mean_ratio"], l
     assert worst_layer(layers) in layers
-    # Li et al.'s remedy: re-estimate with dropout off -> the shift is gone
+    # BN statistics re-estimated with dropout off (Hendrycks & Gimpel) -> the shift is gone
     for l in variance_shift(recalibrate_bn(model, [x]), [x]):
         assert abs(l["mean_ratio"] - 1) < 0.02, l
+
+
+def test_ratio_mean_median_max_over_channels_are_exact():
+    """Known per-channel ratios: running_var / input variance = 1, 2, 4, 16 (eps negligible)."""
+    bn = nn.BatchNorm1d(4, eps=1e-12).eval()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4096, 4, generator=g, dtype=torch.float64)
+    z = (z - z.mean(0)) / z.std(0, unbiased=False)  # exactly zero mean, unit (population) variance
+    x = (z * torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64) + 5).float()  # variances 1, 4, 0.25, 9
+    with torch.no_grad():
+        bn.running_mean.fill_(5.0)
+        bn.running_var.copy_(torch.tensor([1.0, 8.0, 1.0, 144.0]))  # ratios 1, 2, 4, 16
+    model = nn.Sequential(OrderedDict([("bn", bn)]))
+    with BNInputStats(model) as st, torch.no_grad():
+        model(x[:1000])
+        model(x[1000:])  # accumulated over batches
+    (layer,) = st.ratios()
+    assert set(layer) == {"name", "mean_ratio", "median_ratio", "max_ratio"} and layer["name"] == "bn"
+    assert layer["mean_ratio"] == pytest.approx(23 / 4, rel=1e-5)
+    assert layer["median_ratio"] == pytest.approx(3.0, rel=1e-5)  # (2 + 4) / 2: even channel count
+    assert layer["max_ratio"] == pytest.approx(16.0, rel=1e-5)
+
+
+def test_worst_layer_is_the_largest_log_ratio_of_the_chosen_key():
+    layers = [{"name": "a", "mean_ratio": 3.0, "median_ratio": 1.1},
+              {"name": "b", "mean_ratio": 0.5, "median_ratio": 0.4},   # |log 0.4| > |log 1.1|
+              {"name": "c", "mean_ratio": 1.0, "median_ratio": 1.0}]
+    assert worst_layer(layers)["name"] == "a"                  # by mean: |log 3| > |log 0.5|
+    assert worst_layer(layers, "median_ratio")["name"] == "b"  # a shift below 1 counts too
+    assert worst_layer([]) is None
 
 
 def test_recalibration_ignores_dropout_and_keeps_exact_stats():
@@ -248,10 +280,22 @@ def check_schema(d, *, bn: bool):
         assert vs is None and inf["bn_layers_folded"] == 0
     else:
         assert set(vs) == {"layers", "worst_layer", "worst_mean_ratio", "worst_max_ratio",
-                           "test_acc", "test_acc_recalibrated"}
+                           "test_acc", "test_acc_recalibrated", "worst_median_layer", "worst_median_ratio",
+                           "train_layers", "train_images", "train_worst_layer", "train_worst_mean_ratio",
+                           "train_worst_median_ratio", "train_worst_max_ratio"}
         names = [l["name"] for l in vs["layers"]]
-        assert vs["worst_layer"] in names and all(set(l) == {"name", "mean_ratio", "max_ratio"}
-                                                  for l in vs["layers"])
+        assert [l["name"] for l in vs["train_layers"]] == names
+        for l in vs["layers"] + vs["train_layers"]:
+            assert set(l) == {"name", "mean_ratio", "median_ratio", "max_ratio"}
+            assert 0 < l["median_ratio"] <= l["max_ratio"] and l["mean_ratio"] <= l["max_ratio"]
+        w = next(l for l in vs["layers"] if l["name"] == vs["worst_layer"])
+        assert w == worst_layer(vs["layers"]) and vs["worst_mean_ratio"] == w["mean_ratio"]
+        wm = worst_layer(vs["layers"], "median_ratio")
+        assert (vs["worst_median_layer"], vs["worst_median_ratio"]) == (wm["name"], wm["median_ratio"])
+        tw = worst_layer(vs["train_layers"], "median_ratio")
+        assert vs["train_worst_layer"] == tw["name"]
+        assert [vs[f"train_worst_{k}_ratio"] for k in ("mean", "median", "max")] == \
+            [tw[f"{k}_ratio"] for k in ("mean", "median", "max")]
         assert 0 <= vs["test_acc"] <= 1 and 0 <= vs["test_acc_recalibrated"] <= 1
     json.dumps(d, allow_nan=False)  # plain, finite JSON
 
@@ -279,6 +323,33 @@ def test_run_diagnostics_with_bn(kind):
     check_schema(d, bn=True)
     assert d["inference"]["bn_layers_folded"] == count_bn(model)
     assert len(d["variance_shift"]["layers"]) == count_bn(model)
+    assert d["variance_shift"]["train_images"] == len(data.train)  # fewer than TRAIN_SHIFT_IMAGES: all
+
+
+def test_train_shift_split_is_a_fixed_seeded_subset():
+    data = fake_data(n_train=TRAIN_SHIFT_IMAGES + 500)
+    a, b = train_shift_split(data.train), train_shift_split(data.train)
+    assert len(a) == TRAIN_SHIFT_IMAGES and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, data.train.x[:TRAIN_SHIFT_IMAGES])  # a shuffled order, not the first images
+    small = fake_data(n_train=300).train
+    assert torch.equal(torch.sort(train_shift_split(small).y).values, torch.sort(small.y).values)
+
+
+@needs_mnist
+def test_training_data_variance_shift_dropout_before_vs_after_bn(tmp_path):
+    """Li et al.'s measurement on a short real MNIST run: dropout before BN shifts the variance on
+    training data (running var > eval-mode var, ratio ~2 for p = 0.5); dropout after BN does not."""
+    ov = (*TINY, "model.hidden=[64,64]", "train.epochs=3", "train.diagnostics=true", "reg.dropout=0.5")
+    before = run(compose(*ov, "reg=dropout_before_bn"), tmp_path / "before")["diagnostics"]["variance_shift"]
+    after = run(compose(*ov, "reg=both", "reg.dropout_blocks=last"),
+                tmp_path / "after")["diagnostics"]["variance_shift"]
+    assert before["train_images"] == after["train_images"] == 2000
+    for l in before["train_layers"]:
+        assert l["median_ratio"] > 1.5, l
+    for l in after["train_layers"]:  # no dropout in front of any BN: only momentum noise remains
+        assert abs(math.log(l["median_ratio"])) < 0.25, l
+    assert before["train_worst_median_ratio"] > after["train_worst_median_ratio"] * 1.4
+    assert before["train_worst_mean_ratio"] > 1.5 and before["worst_median_ratio"] > 1.5  # test set too
 
 
 # ---------------------------------------------------------------- dropbn diagnose, end to end

@@ -121,7 +121,8 @@ def test_diagnostics_schema_gives_the_report_columns():
     cols = diagnostic_columns(Diagnostics(vs, inf).to_json())
     assert cols[vs_column("worst_mean_ratio")] == 1.2 and cols[vs_column("layers")] == vs.layers
     assert cols[inf_column("batch256_ms", "folded")] == 3.0 and cols[inf_column("bn_layers_folded")] == 1
-    assert len(cols) == 6 + 2 + 3 * len(MODES)
+    assert len(cols) == len(VarianceShift.__dataclass_fields__) + 2 + 3 * len(MODES)
+    assert cols[vs_column("train_layers")] == [] and cols[vs_column("train_worst_median_ratio")] is None  # older file
     no_bn = diagnostic_columns(Diagnostics(None, inf).to_json())
     assert not any(k.startswith("vs_") for k in no_bn) and inf_column("throughput", "as_trained") in no_bn
     assert diagnostic_columns(None) == {}

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +26,8 @@ from dropbn import models
 from dropbn.config import CONFIG_DIR
 from dropbn.data import Batches, Split
 from dropbn.train import build_optimizer, run, train_step
+
+from .conftest import needs_mnist
 
 
 def compose(overrides):
@@ -151,3 +158,36 @@ def test_runs_reproducible_and_amp_is_noop_on_cpu(tmp_path):
     assert len(first) == 2
     assert metrics("r2") == first
     assert metrics("r3", ["train.amp=true"]) == first
+
+
+# ---------------------------------------------------------------- scripts/bench.py
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+def test_bench_help():
+    r = subprocess.run([sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "official PyTorch MNIST example" in r.stdout and "--workers" in r.stdout
+
+
+@needs_mnist
+def test_bench_short_run_headline_is_the_examples_data_path(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(BENCH), "--cases", "mnist_mlp", "--rounds", "2", "--steps-mlp", "3",
+                        "--eval-mlp", "1000", "--workers", "1", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    mlp = res["results"]["mnist_mlp"]
+    assert mlp["headline"] == "example" and list(mlp["baselines"]) == ["example", "workers=1"]
+    head, extra = mlp["baselines"]["example"], mlp["baselines"]["workers=1"]
+    assert head["dataloader_kwargs"] == {"batch_size": 128, "shuffle": True, "num_workers": 0}  # CPU: as written
+    assert extra["dataloader_kwargs"]["num_workers"] == 1
+    assert "torchvision.datasets.MNIST" in mlp["what_b"] and "0.1307" in mlp["what_b"]
+    for b in (head, extra):
+        assert len(b["train_sps"]) == len(b["eval_s"]) == 2 and all(v > 0 for v in b["train_sps"])
+        assert b["ratio_train"] == pytest.approx(mlp["median"]["dropbn_train_sps"] / b["median_train_sps"])
+    assert mlp["ratio_train"] == head["ratio_train"]  # the headline under the older key
+    assert mlp["order"] == [["A", "example", "workers=1"], ["workers=1", "example", "A"]]  # interleaved
+    assert mlp["eval_samples"] == 1000 and "mnist_mlp eval of 10k test set < 1 s" not in res["targets"]
+    assert "example's data path, 0 workers" in r.stdout and "same, 1 worker " in r.stdout

@@ -14,6 +14,7 @@ pytestmark = needs_mnist
 METRIC_COLS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds"}
 SUMMARY_KEYS = {"status", "final_test_acc", "best_test_acc", "final_train_acc", "generalization_gap",
                 "epochs_to_target", "seconds_to_target", "train_seconds", "seconds_per_epoch",
+                "first_epoch_seconds", "best_epoch", "best_epoch_by", "test_acc_at_best_epoch",
                 "params", "seed", "config", "env"}
 
 
@@ -34,19 +35,30 @@ def test_short_real_run_beats_90_percent_and_writes_its_files(tmp_path):
     assert s["env"]["torch"] == torch.__version__ and s["env"]["device"] == "cpu"
     rows = read_metrics(tmp_path / "metrics.csv")
     assert len(rows) == 2 and METRIC_COLS <= set(rows[0])
+    # no validation split: no epoch is selected (never on test); the test maximum is only an oracle
+    assert s["best_epoch"] is None and s["best_epoch_by"] is None and s["test_acc_at_best_epoch"] is None
+    assert s["best_test_acc"] == max(float(r["test_acc"]) for r in rows)
+    # timing: epoch 1 apart, steady state = epoch 2's training seconds
+    assert s["first_epoch_seconds"] == pytest.approx(float(rows[0]["epoch_seconds"]))
+    assert s["seconds_per_epoch"] == pytest.approx(float(rows[1]["epoch_seconds"]))
+    assert s["train_seconds"] == pytest.approx(float(rows[0]["epoch_seconds"]) + float(rows[1]["epoch_seconds"]))
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
     assert "block1.norm" in (tmp_path / "model.txt").read_text()
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ck["epoch"] == 2 and "block1.linear.weight" in ck["model"]
 
 
-def test_validation_split_adds_val_columns(tmp_path):
-    cfg = compose(*TINY, "data.val_size=500", "train.epochs=1")
+def test_validation_split_adds_val_columns_and_selects_the_best_epoch(tmp_path):
+    cfg = compose(*TINY, "data.val_size=500", "train.epochs=2")
     s = run(cfg, tmp_path)
     assert s["data_sizes"] == {"train": 2000, "val": 500, "test": 10000}
-    row = read_metrics(tmp_path / "metrics.csv")[0]
-    assert {"val_loss", "val_acc"} <= set(row)
-    assert "final_val_acc" in s
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert {"val_loss", "val_acc"} <= set(rows[0])
+    val = [float(r["val_acc"]) for r in rows]
+    best = val.index(max(val))  # the first epoch with the highest validation accuracy
+    assert (s["best_epoch"], s["best_epoch_by"]) == (best + 1, "val")
+    assert s["test_acc_at_best_epoch"] == pytest.approx(float(rows[best]["test_acc"]))
+    assert s["best_val_acc"] == pytest.approx(max(val)) and s["final_val_acc"] == pytest.approx(val[-1])
 
 
 def test_same_seed_identical_metrics_other_seed_differs(tmp_path):
