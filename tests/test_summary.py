@@ -21,7 +21,7 @@ def rows(test_acc, val_acc=None, epoch_seconds=None):
     for i, te in enumerate(test_acc):
         sec = epoch_seconds[i] if epoch_seconds else 1.0
         total += sec
-        r = {"epoch": i + 1, "train_loss": 0.5, "train_acc": 0.95, "test_loss": 0.4, "test_acc": te,
+        r = {"epoch": i + 1, "step": 10 * (i + 1), "train_loss": 0.5, "train_acc": 0.95, "test_loss": 0.4, "test_acc": te,
              "epoch_seconds": sec, "train_seconds": total}
         if val_acc is not None:
             r["val_loss"], r["val_acc"] = 0.3, val_acc[i]
@@ -31,7 +31,7 @@ def rows(test_acc, val_acc=None, epoch_seconds=None):
 
 def summary(rs, epochs=None):
     return summarize(rs, cfg(epochs or len(rs)), status="completed", diverged_at=None, params=10, data=DATA,
-                     config={}, env={})
+                     config={}, env={}, epochs=epochs or len(rs), steps=10 * (epochs or len(rs)))
 
 
 def test_best_epoch_is_chosen_on_validation_not_on_test():
