@@ -211,7 +211,7 @@ class RegConfig:  # the defaults: no regularisation
 
 @dataclass
 class OptimConfig:
-    name: str = key(MISSING, OneOf("dropbn.train:OPTIMIZERS"))
+    name: str = key(MISSING, OneOf("dropbn.optimize:OPTIMIZERS"))
     lr: float = key(MISSING, Num(0.0, lo_open=True))
     momentum: float = key(0.0, Num(0.0, 1.0, hi_open=True))  # Adam: beta1
     weight_decay: float = key(0.0, Num(0.0))
@@ -221,7 +221,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = key(10, Int(1))
     batch_size: int = key(128, Int(1))
-    schedule: str = key("none", OneOf("dropbn.train:SCHEDULES"))
+    schedule: str = key("none", OneOf("dropbn.optimize:SCHEDULES"))
     step_every: int = key(5, Int(1))                   # epochs (periods, see steps) between lr drops for schedule=step
     step_gamma: float = key(0.1, Num(0.0, 1.0, lo_open=True))
     target_acc: float = key(0.97, Num(0.0, 1.0, lo_open=True))  # epochs/seconds to reach this test accuracy

@@ -12,7 +12,7 @@ order [norm, act, dropout]):
              else torchvision's CIFAR-10), CNN of configs/model/cnn.yaml ([32, 64] conv stages, fc 256)
 
 A = dropbn's loop: resident uint8 tensors, `dropbn.data.Batches` (seeded permutation, batched
-normalisation), `dropbn.models.build_model`, and `dropbn.train.train_epoch` -- the very function
+normalisation), `dropbn.models.build_model`, and `dropbn.optimize.train_epoch` -- the very function
 `dropbn train` runs each epoch: `train_step` plus the per-step bookkeeping (loss sum, divergence
 check, stop-signal check).
 
@@ -95,7 +95,7 @@ from dropbn.device import (place, resolve_device, set_threads, sync, tune_backen
                            uses_channels_last)
 from dropbn.measure import evaluate  # noqa: E402
 from dropbn.runs import atomic_write_json  # noqa: E402
-from dropbn.train import LossWatch, build_optimizer, train_epoch  # noqa: E402
+from dropbn.optimize import LossWatch, build_optimizer, train_epoch  # noqa: E402
 
 BATCH = 128
 EVAL_BATCH = 1000
@@ -193,7 +193,7 @@ def forever(iterable):
 
 # ---------------------------------------------------------------- the two loops
 def dropbn_epoch(model, opt, stream, steps, amp):
-    """Seconds of dropbn's training epoch (`dropbn.train.train_epoch`) over the next `steps` batches."""
+    """Seconds of dropbn's training epoch (`dropbn.optimize.train_epoch`) over the next `steps` batches."""
     ep = train_epoch(model, opt, itertools.islice(stream, steps), amp=amp)
     if ep.bad_step >= 0:
         raise RuntimeError("benchmark run diverged")

@@ -191,7 +191,7 @@ def test_run_releases_its_claim_on_every_exit_path(tmp_path, monkeypatch, end):
     from dropbn.errors import Interrupted
 
     if end == "interrupted":
-        monkeypatch.setattr(T, "stopping", lambda: True)  # as if SIGTERM arrived at once
+        monkeypatch.setattr("dropbn.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
     elif end == "failed":
         monkeypatch.setattr(T, "train_epoch", lambda *a, **k: 1 / 0)
     if end == "completed":

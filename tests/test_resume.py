@@ -220,7 +220,7 @@ def test_forced_rerun_drops_the_old_summary_first(tmp_path, monkeypatch):
 
     cfg = compose(*TINY, "data.train_size=500", "train.eval_train_size=500", "train.epochs=1")
     assert T.run(cfg, tmp_path)["status"] == "completed"
-    monkeypatch.setattr(T, "stopping", lambda: True)  # as if SIGTERM arrived at once
+    monkeypatch.setattr("dropbn.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
     from dropbn.errors import Interrupted
     with pytest.raises(Interrupted):
         T.run(compose(*TINY, "data.train_size=500", "train.eval_train_size=500", "train.epochs=1",

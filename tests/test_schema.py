@@ -7,7 +7,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from dropbn import data, models, train
+from dropbn import data, models, optimize
 from dropbn.config import CONFIG_DIR, FREE_FORM_KEYS, validate
 from dropbn.datasets import DATASETS
 from dropbn.schema import GROUPS, RULES, OneOf
@@ -61,7 +61,7 @@ def test_choices_name_their_registries():
     assert {k: r.registry for k, r in choices.items()} == {
         "data.name": "dropbn.data:SOURCES", "model.name": "dropbn.models:BUILDERS",
         "reg.norm": "dropbn.models:NORMS", "reg.dropout_blocks": "dropbn.models:DROPOUT_BLOCKS",
-        "optim.name": "dropbn.train:OPTIMIZERS", "train.schedule": "dropbn.train:SCHEDULES",
+        "optim.name": "dropbn.optimize:OPTIMIZERS", "train.schedule": "dropbn.optimize:SCHEDULES",
         "train.objective": "dropbn.objective:OBJECTIVES"}
     assert RULES["reg.order"].registry == "dropbn.models:ORDER_TOKENS"
     assert choices["reg.norm"].names == list(models.NORMS)
@@ -72,20 +72,20 @@ def test_every_data_set_has_a_source():
     assert all(data.SOURCES[name].facts is facts for name, facts in DATASETS.items())
 
 
-@pytest.mark.parametrize("name", list(train.OPTIMIZERS))
+@pytest.mark.parametrize("name", list(optimize.OPTIMIZERS))
 def test_every_optimizer_builds(name):
     cfg = compose(f"optim.name={name}")
     validate(cfg)
-    opt = train.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
+    opt = optimize.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
     assert type(opt).__name__.lower() == name and opt.param_groups[0]["lr"] == cfg.optim.lr
 
 
-@pytest.mark.parametrize("name", list(train.SCHEDULES))
+@pytest.mark.parametrize("name", list(optimize.SCHEDULES))
 def test_every_schedule_builds_and_steps(name):
     cfg = compose(f"train.schedule={name}", "train.epochs=4", "train.step_every=1", "train.step_gamma=0.5")
     validate(cfg)
-    opt = train.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
-    sched = train.build_scheduler(cfg, opt, train.Budget.of(cfg.train, per_pass=10))
+    opt = optimize.build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(2))])
+    sched = optimize.build_scheduler(cfg, opt, optimize.Budget.of(cfg.train, per_pass=10))
     for _ in range(2):
         opt.step()
         sched.step()

@@ -25,7 +25,8 @@ from torch import nn
 from dropbn import models
 from dropbn.config import CONFIG_DIR
 from dropbn.data import Batches, Split
-from dropbn.train import build_optimizer, run, train_step
+from dropbn.optimize import build_optimizer, train_step
+from dropbn.train import run
 
 from .conftest import needs_mnist
 

@@ -17,7 +17,8 @@ import torch
 from dropbn.data import Batches, Split
 from dropbn.errors import DropbnError
 from dropbn.precheck import check_args
-from dropbn.train import Budget, run
+from dropbn.optimize import Budget
+from dropbn.train import run
 
 from .conftest import compose, needs_mnist, run_cli
 from .test_resume import metrics, n_rows, start, wait_for
