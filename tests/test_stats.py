@@ -352,8 +352,12 @@ def test_spread_test():
     assert s.diff == pytest.approx(np.std(tight, ddof=1) - np.std(wide, ddof=1)) and s.diff < 0
     assert stats.spread_test([1, 2, 3], [1, 2.5, 3.2]).p > 0.5
     none = stats.spread_test([4, 4, 4], [5, 5, 5])
-    assert math.isnan(none.p) and "no spread" in none.reason and none.diff == 0
-    assert "fewer than 2" in stats.spread_test([1], [1, 2]).reason
+    assert math.isnan(none.p) and "degenerate" in none.reason and none.diff == 0
+    # two runs per arm: |x - median| is the same for both runs, scipy would give p ~ 1e-26
+    two = stats.spread_test([0.85, 0.855], [0.88, 0.8835])
+    assert math.isnan(two.p) and "fewer than 3 runs" in two.reason
+    # symmetric arms of three: deviations (d, 0, d) still vary, so the test runs
+    assert 0 < stats.spread_test([1, 2, 3], [1, 3, 5]).p <= 1
 
 
 def test_spearman():

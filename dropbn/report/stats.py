@@ -270,13 +270,18 @@ class Spread:
 
 def spread_test(a, b) -> Spread:
     """Levene's test with median centring (Brown-Forsythe; scipy.stats.levene, center='median') of
-    the spreads of a and b. No p (NaN, with the reason) when an arm has fewer than 2 runs or
-    neither arm has any spread."""
+    the spreads of a and b. No p (NaN, with the reason) when an arm has fewer than 3 runs, or the
+    absolute deviations from the median are constant within both arms (then the test's F statistic
+    divides by zero: e.g. two runs per arm, or no spread at all)."""
     ca, cb = clean(a), clean(b)
     sa, sb = _sd(ca), _sd(cb)
-    if len(ca) < 2 or len(cb) < 2:
+    if len(ca) < 3 or len(cb) < 3:
         return Spread(len(ca), len(cb), sa, sb, math.nan,
-                      f"fewer than 2 runs in an arm (n = {len(ca)} vs {len(cb)}): the spread test is undefined")
+                      f"fewer than 3 runs in an arm (n = {len(ca)} vs {len(cb)}): with 2 the deviations from "
+                      "the median are equal within an arm and the spread test is degenerate")
+    if all(np.ptp(np.abs(c - np.median(c))) == 0 for c in (ca, cb)):
+        return Spread(len(ca), len(cb), sa, sb, math.nan,
+                      "the deviations from the median do not vary within either arm: the spread test is degenerate")
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(st.levene(ca, cb, center="median").pvalue)
