@@ -29,8 +29,9 @@ def old_verdicts(report: Path) -> dict:
     if not path.is_file():
         return {}
     old = pd.read_csv(path, keep_default_na=False)
-    return {(str(r["claim"]), str(r["context"])): r["verdict"] + (" (exact)" if str(r.get("note", "")).startswith("exact")
-                                                                   else "") for _, r in old.iterrows()}
+    exact = old["note"].astype(str).str.startswith("exact") if "note" in old else pd.Series(False, old.index)
+    return {(str(c), str(x)): v + (" (exact)" if e else "")
+            for c, x, v, e in zip(old["claim"], old["context"], old["verdict"], exact)}
 
 
 def diff_cell(r) -> str:
@@ -72,7 +73,8 @@ def main(argv=None) -> None:
                 ctx = "" if r["context"] == "all" else f" [{r['context']}]"
                 rows.append(f"| {study} | {r['claim']}{ctx} | {r['a']} vs {r['b']} | {r['old_verdict']} | "
                             f"{r['verdict']} | {diff_cell(r)} | {fmt_p(r['p_value'])} | {fmt_p(r['p_holm'])} |")
-    print("| report | claim rows, old → new | m (new rows with a p value) | supported, old → new | not supported, old → new |")
+    print("| report | claim rows, old → new | m (new rows with a p value) | supported, old → new "
+          "| not supported, old → new |")
     print("|---|---|---|---|---|")
     print("\n".join(summary))
     print()

@@ -130,8 +130,8 @@ def claim_rows(coll: Collection, base: dict) -> tuple[list[dict], list, dict]:
             if m.column in TIMING:
                 notes += [steady_note(ga, gb) if m.column == "seconds_per_epoch" else "", env_note(ga, gb)]
             rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, res, c.expect, notes))
-            kinds = (g.loc[g["label"].astype(str) == la, "kind"].iloc[0], g.loc[g["label"].astype(str) == lb, "kind"].iloc[0])
-            pairs.setdefault(kinds, {})[ctx] = (la, lb)
+            kind = dict(zip(g["label"].astype(str), g["kind"]))
+            pairs.setdefault((kind[la], kind[lb]), {})[ctx] = (la, lb)
     return rows, skipped, pairs
 
 
@@ -160,8 +160,10 @@ def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
 
 
 def seeds_needed(r: Result, unit: str, m: int) -> tuple[int | None, str]:
-    """(seeds per arm that would detect MIN_EFFECTS[unit] at 80% power and alpha/m, the sentence saying so)."""
+    """(seeds per arm that would detect MIN_EFFECTS[unit] at 80% power and alpha/m, or None when no
+    such number follows; the sentence saying so)."""
     eff = MIN_EFFECTS[unit]
+    limit = power.FISHER_N_MAX if unit == "failed" else power.N_MAX
     if unit == "failed":
         low = float(min(r.a[0], r.b[0]))
         n, how = power.fisher_seeds(low, min(1.0, low + eff.value), m=m), "Fisher's test, exact"
@@ -170,19 +172,18 @@ def seeds_needed(r: Result, unit: str, m: int) -> tuple[int | None, str]:
     else:
         effect = math.log1p(eff.value) if unit == "ratio" else eff.value
         sd = stats.pooled_sd(r.a, r.b)
+        if not (math.isfinite(sd) and sd > 0):
+            if r.test.startswith("rank"):
+                return None, (f"no spread among the runs that reached the target, so no power calculation; the "
+                              f"rank test needs at least {power.separation_seeds(m=m)} seeds per arm to reach "
+                              "alpha/m at all")
+            return None, f"no spread observed, so no sample size follows for {eff.text}"
         if r.test.startswith("rank"):
             n, how = power.rank_seeds(effect, sd, m=m), "t test on the runs that reached the target / 3/pi"
-            if n is None:
-                k = power.separation_seeds(m=m)
-                return k, (f"no spread among the runs that reached the target, so no power calculation: the rank "
-                           f"test needs at least {k} seeds per arm to reach alpha/m at all")
         else:
             n, how = power.seeds_per_arm(effect, sd, m=m), "two-sample t test, pooled observed spread"
-        if n is None:
-            return None, f"no spread observed, so no sample size follows for {eff.text}"
-    limit = power.FISHER_N_MAX if unit == "failed" else power.N_MAX
     if n is None or n > limit:
-        return n, f"more than {limit} seeds per arm would be needed to detect {eff.text} ({how})"
+        return None, f"more than {limit} seeds per arm would be needed to detect {eff.text} ({how})"
     return n, f"{n} seeds per arm would detect {eff.text} at 80% power and alpha/m ({how})"
 
 
@@ -214,7 +215,7 @@ def claims(coll: Collection, base: dict) -> ClaimsTable:
         if v.verdict == stats.INCONCLUSIVE:
             k, sentence = seeds_needed(r, row["unit"], max(m, 1))
             why += f"; {sentence}"
-            n = k if k and k <= (power.FISHER_N_MAX if row["unit"] == "failed" else power.N_MAX) else math.nan
+            n = k if k else math.nan
             tn = tost_note(r, row["unit"], max(m, 1))
             why += f"; {tn}" if tn else ""
         verdicts.append(v.verdict)
