@@ -425,12 +425,13 @@ def test_runs_csv_round_trip_and_new_summary_fields(tmp_path):
 
     runs = coll.runs.copy()
     bn = runs["kind"] != "none"
-    runs["first_epoch_seconds"] = runs["seconds_per_epoch"] * 1.5
+    runs["first_epoch_seconds"] = runs["seconds_per_epoch"] * 1.5     # these runs ran 3 epochs
     runs["test_acc_at_best_epoch"], runs["best_epoch_by"] = runs["final_test_acc"] - 0.001, "val"
     shift = runs["kind"].map({"batchnorm": 1.05, "dropout_before_bn": 3.0}) * (1 + runs["seed"] / 20)
     layer = [[{"name": "block1.norm", "mean_ratio": 2 * v, "median_ratio": v, "max_ratio": 9 * v}] if b else []
              for v, b in zip(shift, bn)]
     for key, val in {"worst_layer": "block1.norm", "worst_mean_ratio": 2 * shift, "worst_median_ratio": shift,
+                     "worst_median_layer": "block1.norm",
                      "worst_max_ratio": 9 * shift, "train_worst_layer": "block1.norm",
                      "train_worst_mean_ratio": 1.8 * shift, "train_worst_median_ratio": 0.9 * shift,
                      "train_worst_max_ratio": 8 * shift, "test_acc": runs["final_test_acc"],
@@ -444,7 +445,7 @@ def test_runs_csv_round_trip_and_new_summary_fields(tmp_path):
     md = render.build(new, tmp_path / "report", sources=["runs.csv"]).read_text()
     assert "seconds per epoch (steady state, first epoch excluded)" in md and "first epoch (s)" in md
     assert "Test acc. at the epoch picked on validation" in md
-    assert "worst layer: mean ratio, training data" in md and "Spearman" in md
+    assert "training data, worst layer by median: mean ratio" in md and "Spearman" in md
     corr = pd.read_csv(tmp_path / "report" / "tables" / "variance_shift_correlation.csv")
     assert corr["Spearman rho"].iloc[0] == pytest.approx(1.0) and (corr["runs"] == 6).all()
     lay = pd.read_csv(tmp_path / "report" / "tables" / "variance_shift_layers.csv")

@@ -227,6 +227,7 @@ def variance_layers(layers: pd.DataFrame, order, cmap, title: str) -> bytes:
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_xlim(-0.5, len(names) - 0.5)
         finish(ax, f"Variance shift per BN layer, {data} data", "batch-norm layer",
                f"max(r, 1/r), r = running / eval-time variance\n({stat.split('_')[0]} over channels; log scale)")
     return close(fig, axes, title, "points: median across runs; whiskers: interquartile range")

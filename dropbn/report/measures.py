@@ -196,9 +196,15 @@ def env_note(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
     return "timing: " + "; ".join(parts) if parts else ""
 
 
+def steady_state(runs: pd.DataFrame) -> bool:
+    """Whether the runs' seconds_per_epoch exclude the first epoch: runs that record first_epoch_seconds
+    time it apart, and with more than one epoch the steady state is the mean of epochs 2..N."""
+    return bool(len(runs)) and "first_epoch_seconds" in runs and bool(runs["first_epoch_seconds"].notna().all()) \
+        and bool((runs["epochs_completed"].astype(float) > 1).all())
+
+
 def steady_note(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
-    col = "first_epoch_seconds"
-    both = pd.concat([ga, gb])
-    if col in both and both[col].notna().all():
+    done = pd.concat([ga, gb])
+    if steady_state(done[done["status"] == "completed"]):
         return "steady state: seconds per epoch exclude the first epoch"
     return "seconds per epoch include the first epoch (these runs record no steady-state time)"

@@ -17,14 +17,17 @@ from .collect import Collection
 from .markdown import fmt_robust
 
 DATA = {"test": "layers", "training": "train_layers"}     # data the ratio is measured on -> per-layer list
-WORST = [  # (VarianceShift field, column name in the summary table)
-    ("worst_mean_ratio", "worst layer: mean ratio over channels, test data"),
-    ("worst_median_ratio", "worst layer: median ratio over channels, test data"),
-    ("worst_max_ratio", "worst layer: max ratio over channels, test data"),
-    ("train_worst_mean_ratio", "worst layer: mean ratio, training data"),
-    ("train_worst_median_ratio", "worst layer: median ratio, training data"),
-    ("train_worst_max_ratio", "worst layer: max ratio, training data"),
+WORST = [  # (VarianceShift field, column name in the summary table); worst = the ratio furthest from 1
+    ("worst_mean_ratio", "test data, worst layer by mean: mean ratio over channels"),
+    ("worst_median_ratio", "test data, worst layer by median: median ratio over channels"),
+    ("worst_max_ratio", "test data, worst layer by mean: max ratio over channels"),
+    ("train_worst_mean_ratio", "training data, worst layer by median: mean ratio"),
+    ("train_worst_median_ratio", "training data, worst layer by median: median ratio"),
+    ("train_worst_max_ratio", "training data, worst layer by median: max ratio"),
 ]
+LAYER_NAMES = [("worst_layer", "worst layer by mean (test data)"),
+               ("worst_median_layer", "worst layer by median (test data)"),
+               ("train_worst_layer", "worst layer by median (training data)")]
 LAYER_COLUMNS = ["configuration", "run", "data", "layer", "mean_ratio", "median_ratio", "max_ratio"]
 
 
@@ -51,11 +54,11 @@ def summary_table(coll: Collection) -> pd.DataFrame:
     runs = shift_runs(coll)
     rows = []
     for label, g in runs.groupby("label", observed=True):
-        row = {"configuration": str(label),
-               "worst layer (test data)": ", ".join(sorted(set(g[vs_column("worst_layer")].astype(str))))}
-        if vs_column("train_worst_layer") in g and g[vs_column("train_worst_layer")].notna().any():
-            row["worst layer (training data)"] = ", ".join(sorted(set(g[vs_column("train_worst_layer")].dropna()
-                                                                       .astype(str))))
+        row = {"configuration": str(label)}
+        for key, name in LAYER_NAMES:
+            col = vs_column(key)
+            if col in g and g[col].notna().any():
+                row[name] = ", ".join(sorted(set(g[col].dropna().astype(str))))
         for key, name in WORST:
             col = vs_column(key)
             if col in runs and runs[col].notna().any():

@@ -13,6 +13,7 @@ from ..errors import DropbnError
 from ..summary import MODES, inf_column
 from . import stats
 from .collect import Collection, make_label
+from .measures import steady_state as steady_state_runs
 
 PURPOSE = {
     "none": "baseline: neither regularisation nor normalisation",
@@ -74,6 +75,7 @@ def group_stats(coll: Collection) -> pd.DataFrame:
             ci = stats.mean_ci(vals)
             row.update({f"{m}_mean": ci.mean, f"{m}_ci95": ci.half, f"{m}_std": ci.std, f"{m}_n": ci.n})
         row["reached_target"] = int(done["epochs_to_target"].notna().sum()) if "epochs_to_target" in done else 0
+        row["steady_state"] = steady_state_runs(done)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -128,10 +130,8 @@ SECONDS_PER_EPOCH = {True: "Compute: seconds per epoch (steady state, first epoc
 
 
 def steady_state(gs: pd.DataFrame) -> bool:
-    """Whether every configuration's seconds per epoch exclude the first epoch (runs that record
-    first_epoch_seconds time the first epoch apart)."""
-    return bool(len(gs)) and bool((gs["first_epoch_seconds_n"] == gs["seconds_per_epoch_n"]).all()) \
-        and bool((gs["first_epoch_seconds_n"] > 0).all())
+    """Whether every configuration's seconds per epoch are steady state (group_stats' steady_state)."""
+    return bool(len(gs)) and bool(gs["steady_state"].all())
 
 
 def comparison_table(gs: pd.DataFrame, base: dict) -> dict[str, pd.DataFrame]:
