@@ -1,5 +1,6 @@
 """dropbn report on hand-made run folders with known numbers (no training)."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import pytest
 import yaml
 
 from dropbn.errors import DropbnError
+from dropbn.report import claims as C
 from dropbn.report import cli as report_cli
-from dropbn.report import tables
-from dropbn.report.collect import collect
+from dropbn.report import figures, render, stats, tables
+from dropbn.report.collect import collect, facet, read_runs_csv
 
 from .conftest import ROOT
 
@@ -41,7 +43,7 @@ def config(reg, seed, lr=0.05, train_size=None, data="mnist", device="cpu", epoc
 
 
 def make_run(folder, reg="none", seed=0, *, test_acc=(0.90, 0.95, 0.97), train_acc=None, sec=1.0,
-             status="completed", summary=True, params=1000, diagnostics=None, **cfg_kw):
+             status="completed", summary=True, params=1000, diagnostics=None, env=None, **cfg_kw):
     """A run folder as dropbn train writes it, with the numbers given."""
     folder.mkdir(parents=True)
     cfg = config(reg, seed, **cfg_kw)
@@ -73,7 +75,7 @@ def make_run(folder, reg="none", seed=0, *, test_acc=(0.90, 0.95, 0.97), train_a
          "train_seconds": last.get("train_seconds", 0.0), "seconds_per_epoch": sec,
          "diverged_at": {"epoch": len(rows) + 1, "step": 7, "reason": "non-finite loss"}
          if status == "diverged" else None,
-         "config": cfg, "env": {"torch": "x", "device": "cpu", "threads": 1, "git_commit": "abc"}}
+         "config": cfg, "env": {"torch": "x", "device": "cpu", "threads": 1, "git_commit": "abc", **(env or {})}}
     if diagnostics:
         s["diagnostics"] = diagnostics
     (folder / "summary.json").write_text(json.dumps(s))
@@ -144,18 +146,122 @@ def test_group_stats_known_numbers(sweep):
     assert none["final_test_acc_ci95"] == pytest.approx(2.4841e-3, rel=1e-3)  # t(.975,2)*s/sqrt(3), s=0.001
 
 
+FORBIDDEN = ("no effect", "equivalent", "indistinguishable", "within ci", "within the ci", "exact:")
+
+
+def assert_honest_wording(md: str) -> None:
+    """A report never reads a non-significant test as 'no difference', and has no sign-only verdicts."""
+    low = md.lower()
+    for word in FORBIDDEN:
+        assert word not in low, word
+
+
+def check(coll):
+    return C.claims(coll, tables.baselines(coll, ("reg", "none")))
+
+
+def rows(ct) -> dict:
+    return {(c if x == "all" else f"{c} [{x}]"): r for (c, x), r in
+            zip(zip(ct.df["claim"], ct.df["context"]), ct.df.to_dict("records"))}
+
+
 def test_claims_on_constructed_sweep(sweep):
-    coll = collect([sweep[0]], progress=False)
-    cl, skipped = tables.claims(coll, tables.baselines(coll, ("reg", "none")))
-    v = dict(zip(cl["claim"], cl["verdict"]))
-    assert v["4"] == "supported"          # bn 97.6 vs 96.1, tight seeds
-    assert v["6"] == "supported"          # 2 s vs 1 s per epoch, exact
-    assert v["3"] == "supported"          # dropout gap 0.5 pp vs ~3.9 pp
-    assert v["8"] == "supported"          # before-bn 97.0 < both 98.0
-    assert v["7"] == "supported"          # both 98.0 > batchnorm 97.6
-    assert v["5"] == "inconclusive"       # equal spreads
-    assert v["1"] == "not supported"      # dropout reaches 96% at epoch 2, none at epoch 3 (every seed)
-    assert not skipped
+    ct = check(collect([sweep[0]], progress=False))
+    r = rows(ct)
+    assert r["4"]["verdict"] == "supported"          # bn 97.6 vs 96.1, tight seeds
+    assert r["3"]["verdict"] == "supported"          # dropout gap 0.5 pp vs ~3.9 pp
+    assert "1 crashed (status failed)" in r["4"]["note"]   # the crashed 'none' run is left out and counted
+    # zero spread in both arms (2 s vs 1 s per epoch, every seed): no p, so no verdict, and not in m
+    assert r["6"]["verdict"] == "inconclusive" and math.isnan(r["6"]["p_value"])
+    assert "no spread in either arm" in r["6"]["reason"]
+    # 3 vs 3 epochs to target: the rank test cannot reach 0.05 (was 'not supported' under the old rule)
+    assert r["1"]["p_value"] == pytest.approx(0.1) and "cannot reach p < 0.05" in r["1"]["reason"]
+    assert r["1"]["test"].startswith("rank test")
+    # intention to treat: the diverged 'both' run enters at chance (10%), so 'both' has mean 76.0
+    assert r["7"]["value_a"] == pytest.approx((98.0 + 98.1 + 97.9 + 10.0) / 4)
+    assert "1 vs 0 diverged run(s) entered at chance" in r["7"]["note"] and r["7"]["n_a"] == 4
+    assert r["8"]["verdict"] == "inconclusive" and "between" in C.verdict_text(r["8"])
+    # trainability rows for the comparisons with a failed run: Fisher, 1/4 vs 0/3
+    assert r["T1"]["test"] == "Fisher" and (r["T1"]["a"], r["T1"]["b"]) == ("both", "batchnorm")
+    assert r["T1"]["p_value"] == pytest.approx(1.0) and r["T1"]["value_a"] == 25.0
+    assert r["T2"]["a"] == "dropout_before_bn"
+    # one family: Holm over every finite p, m stated
+    assert ct.m == int(ct.df["p_value"].notna().sum()) == len(ct.df) - 1
+    assert ct.df["p_holm"].tolist() == pytest.approx(stats.holm(ct.df["p_value"]).tolist(), nan_ok=True)
+    assert "exact" not in " ".join(ct.df["verdict"])
+    # every inconclusive row states the seeds (or why none follow)
+    for _, row in ct.df[ct.df["verdict"] == "inconclusive"].iterrows():
+        assert "seeds per arm" in row["reason"] or "no sample size follows" in row["reason"]
+    assert not ct.skipped
+
+
+def test_censored_epochs_to_target(tmp_path):
+    """Runs that never reach the target rank after every run that did (not 'epochs + 1')."""
+    root = tmp_path / "cens"
+    for seed in range(4):
+        make_run(root / f"reg=none,seed={seed}", "none", seed, test_acc=(0.97, 0.975, 0.98))
+        make_run(root / f"reg=dropout,seed={seed}", "dropout", seed, test_acc=(0.90, 0.93, 0.95 + seed / 1000))
+    r = rows(check(collect([root], progress=False)))
+    one = r["1"]
+    assert one["p_value"] == pytest.approx(2 / 70)             # complete separation, C(8, 4) splits
+    assert "reached the target: 0/4 vs 4/4" in one["note"] and math.isnan(one["value_a"])
+    assert math.isnan(r["3"]["p_value"])                       # both gaps without spread: no p, not in m
+    assert one["p_holm"] == pytest.approx(2 / 70) and one["verdict"] == "supported"
+    # the same with 3 seeds per arm cannot reach alpha at all, and says how many seeds could
+    small = tmp_path / "small"
+    for seed in range(3):
+        make_run(small / f"reg=none,seed={seed}", "none", seed, test_acc=(0.97, 0.975, 0.98))
+        make_run(small / f"reg=dropout,seed={seed}", "dropout", seed, test_acc=(0.90, 0.93, 0.95))
+    one = rows(check(collect([small], progress=False)))["1"]
+    assert one["p_value"] == pytest.approx(0.1) and one["verdict"] == "inconclusive"
+    assert "cannot reach p < 0.05" in one["reason"] and "at least 4 seeds per arm" in one["reason"]
+
+
+def lr_study(root, lrs, kinds=("none", "batchnorm"), seeds=(0, 1, 2)):
+    """Plain runs diverge at every learning rate given; batch norm trains (97, 96, 95% by seed)."""
+    for lr in lrs:
+        for kind in kinds:
+            for seed in seeds:
+                blows = kind in ("none", "dropout")
+                make_run(root / f"optim.lr={lr},reg={kind},seed={seed}", kind, seed, lr=lr,
+                         test_acc=(0.9,) if blows else (0.9, 0.95, 0.97 - seed / 100),
+                         status="diverged" if blows else "completed")
+    return root
+
+
+def test_all_diverged_arm_and_trainability(tmp_path):
+    ct = check(collect([lr_study(tmp_path / "one", [0.3])], progress=False))
+    r = rows(ct)
+    acc = r["4"]       # intention to treat: 10, 10, 10% vs 97, 96, 95%
+    assert acc["value_b"] == pytest.approx(10.0) and acc["verdict"] == "supported"
+    assert "0 vs 3 diverged run(s) entered at chance" in acc["note"]
+    assert math.isnan(r["6"]["p_value"]) and "n = 3 vs 0" in r["6"]["reason"]
+    assert "have no value here" in r["6"]["note"]
+    speed = r["2a"]    # diverged runs rank worst: a complete separation, still p = 0.1
+    assert speed["p_value"] == pytest.approx(0.1) and "cannot reach" in speed["reason"]
+    t = r["T1"]        # one stratum: Fisher, 0/3 vs 3/3 cannot reach 0.05
+    assert t["test"] == "Fisher" and t["p_value"] == pytest.approx(0.1)
+    assert (t["value_a"], t["value_b"]) == (0.0, 100.0) and t["verdict"] == "inconclusive"
+    assert "3 vs 3 runs cannot reach p < 0.05" in t["reason"] + t["note"]
+    assert t["text"].startswith("Batch norm stabilises training")
+    # two learning rates pool as strata: 2 / 20^2 = 0.005, which can survive Holm
+    ct = check(collect([lr_study(tmp_path / "two", [0.3, 1.0])], progress=False))
+    t = rows(ct)["T1 [pooled over lr=0.3, lr=1]"]
+    assert t["test"].startswith("exact stratified") and t["p_value"] == pytest.approx(0.005)
+    # m = 9 (claim 6 has no p in either context); T1 is third smallest after the two accuracy rows: 7 * 0.005
+    assert ct.m == 9 and t["p_holm"] == pytest.approx(0.035) and t["verdict"] == "supported"
+
+
+def test_timing_claims_name_what_differs(tmp_path):
+    root = tmp_path / "t"
+    for seed in range(3):
+        make_run(root / f"reg=none,seed={seed}", "none", seed, sec=1.0 + seed / 10, env={"threads": 1})
+        make_run(root / f"reg=batchnorm,seed={seed}", "batchnorm", seed, sec=2.0 + seed / 10,
+                 env={"threads": 2, "platform": "Linux-x", "cpu_count": 8})
+    six = rows(check(collect([root], progress=False)))["6"]
+    assert six["test"] == "Welch on log values" and six["diff"] > 1
+    assert "thread counts differ (2 vs 1)" in six["note"]
+    assert "first epoch" in six["note"]   # these runs record no steady-state time: the note says so
 
 
 def test_report_files_and_contents(sweep):
@@ -167,7 +273,22 @@ def test_report_files_and_contents(sweep):
     assert "diverged at epoch 2" in md and "unfinished: 1/3 epochs" in md
     assert "unreadable summary.json" in md and "empty_folder" in md
     assert "## The article's comparison table, measured" in md and "## Claims check" in md
-    assert "Welch" in md and "alpha = 0.05" in md
+    assert "Welch" in md and "alpha = 0.05" in md and "**m = 10**" in md
+    assert "Minimal effects" in md and "0.2 pp of accuracy" in md and "1 epoch" in md and "10% of seconds" in md
+    assert "intention to treat" in md and "Best test accuracy (oracle" in md
+    assert_honest_wording(md)
+    cl = pd.read_csv(out / "tables/claims.csv", na_values=["n/a"])
+    for col in ("diff", "diff_ci_low", "diff_ci_high", "hedges_g", "p_value", "p_holm", "verdict", "test",
+                "n_a", "n_b", "seeds_per_arm", "note"):
+        assert col in cl.columns, col
+    assert "p" not in cl.columns
+    assert cl["p_holm"].tolist() == pytest.approx(stats.holm(cl["p_value"]).tolist(), nan_ok=True)
+    decided = cl[cl["verdict"].isin(["supported", "not supported"])]
+    assert len(decided) and (decided["p_holm"] < 0.05).all()
+    ranked = cl.dropna(subset=["p_value"]).sort_values("p_value")
+    assert (ranked["p_holm"].diff().dropna() >= 0).all() and (ranked["p_holm"] >= ranked["p_value"]).all()
+    assert (cl["test"] == "Fisher").any()          # a sweep with a diverged run has a trainability row
+    assert not cl["verdict"].str.contains("exact").any()
     assert "plain ReLU" in md and "running statistics" in md
     setup = next(line for line in md.splitlines() if line.startswith("Setup (the same for every run):"))
     assert "training images all" in setup and "MLP widths [64,64]" in setup and "epochs 3" in setup
@@ -224,6 +345,7 @@ def test_lr_section_only_when_lr_varies(tmp_path):
     md = report_cli.main([str(root), "--no-progress"]).read_text()
     assert "## Learning-rate tolerance" in md and "## Training-set size" not in md
     assert "none, lr=1" in md and "2 run(s) diverged" in md and "chance" in md
+    assert_honest_wording(md)
     assert (root / "report" / "figures" / "lr_tolerance.png").is_file()
     lr_tab = pd.read_csv(root / "report" / "tables" / "lr_tolerance.csv", index_col=0)
     assert list(lr_tab.index) == ["none", "batchnorm"] and "2 diverged" in lr_tab.loc["none", "1"]
@@ -250,7 +372,9 @@ def test_datasize_and_diagnostics_sections(tmp_path):
     md = report_cli.main([str(root), "--no-progress"]).read_text()
     assert "## Training-set size" in md and "## Learning-rate tolerance" not in md
     assert "60000" in md  # null = full set, shown as the size actually used
-    assert "## Variance shift" in md and "1.500 ± 0.000 (n=2)" in md and "both, n_train=full" in md
+    assert "## Variance shift" in md and "1.500 [1.500–1.500] (n=2)" in md and "both, n_train=full" in md
+    assert "Hendrycks & Gimpel" in md and "Uout" in md and "not one of Li et al.'s remedies" in md
+    assert_honest_wording(md)
     assert "## Inference cost" in md and "30%" in md
     assert (root / "report" / "figures" / "datasize.png").is_file()
     assert (root / "report" / "figures" / "variance_shift_layers.png").is_file()
@@ -284,3 +408,69 @@ def test_report_path_imports_no_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (root / "report" / "report.md").is_file()
+
+
+def test_runs_csv_round_trip_and_new_summary_fields(tmp_path):
+    """A report's runs.csv reads back into the same claims; fields newer runs carry (steady-state time,
+    validation-selected test accuracy, training-data variance ratios) show up when present."""
+    root = compare_sweep(tmp_path / "study", kinds={k: ACC[k] for k in ("none", "batchnorm", "dropout_before_bn")})
+    coll = collect([root], progress=False)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "runs.csv").write_text(render.runs_csv(coll.runs))
+    back = read_runs_csv(tmp_path / "a" / "runs.csv")
+    assert list(back.runs["label"].cat.categories) == list(coll.runs["label"].cat.categories)
+    before, after = check(coll).df, check(back).df
+    assert after["verdict"].tolist() == before["verdict"].tolist()
+    assert after["p_value"].tolist() == pytest.approx(before["p_value"].tolist(), nan_ok=True)
+
+    runs = coll.runs.copy()
+    bn = runs["kind"] != "none"
+    runs["first_epoch_seconds"] = runs["seconds_per_epoch"] * 1.5     # these runs ran 3 epochs
+    runs["test_acc_at_best_epoch"], runs["best_epoch_by"] = runs["final_test_acc"] - 0.001, "val"
+    shift = runs["kind"].map({"batchnorm": 1.05, "dropout_before_bn": 3.0}) * (1 + runs["seed"] / 20)
+    layer = [[{"name": "block1.norm", "mean_ratio": 2 * v, "median_ratio": v, "max_ratio": 9 * v}] if b else []
+             for v, b in zip(shift, bn)]
+    for key, val in {"worst_layer": "block1.norm", "worst_mean_ratio": 2 * shift, "worst_median_ratio": shift,
+                     "worst_median_layer": "block1.norm",
+                     "worst_max_ratio": 9 * shift, "train_worst_layer": "block1.norm",
+                     "train_worst_mean_ratio": 1.8 * shift, "train_worst_median_ratio": 0.9 * shift,
+                     "train_worst_max_ratio": 8 * shift, "test_acc": runs["final_test_acc"],
+                     "test_acc_recalibrated": runs["final_test_acc"] + (shift - 1) / 1000}.items():
+        runs[f"vs_{key}"] = pd.Series(val, index=runs.index).where(bn)
+    runs["vs_layers"], runs["vs_train_layers"] = layer, layer
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "runs.csv").write_text(render.runs_csv(runs))
+    new = read_runs_csv(tmp_path / "b" / "runs.csv")
+    assert new.runs["val_selected_test_acc"].notna().all() and new.runs["vs_train_layers"].map(len).sum() == 6
+    md = render.build(new, tmp_path / "report", sources=["runs.csv"]).read_text()
+    assert "seconds per epoch (steady state, first epoch excluded)" in md and "first epoch (s)" in md
+    assert "Test acc. at the epoch picked on validation" in md
+    assert "training data, worst layer by median: mean ratio" in md and "Spearman" in md
+    corr = pd.read_csv(tmp_path / "report" / "tables" / "variance_shift_correlation.csv")
+    assert corr["Spearman rho"].iloc[0] == pytest.approx(1.0) and (corr["runs"] == 6).all()
+    lay = pd.read_csv(tmp_path / "report" / "tables" / "variance_shift_layers.csv")
+    assert set(lay["data"]) == {"test", "training"} and len(lay) == 12
+    six = rows(check(new))["6"]
+    assert "steady state" in six["note"]
+    assert (tmp_path / "report" / "figures" / "variance_shift_layers.png").is_file()
+    assert_honest_wording(md)
+
+
+def test_many_configurations_draw_small_multiples(tmp_path):
+    coll = collect([lr_study(tmp_path / "lr", [0.01, 0.1, 1.0], kinds=("none", "dropout", "batchnorm"),
+                             seeds=(0,))], progress=False)
+    assert len(coll.runs["label"].cat.categories) == 9
+    f = facet(coll.runs, coll.dims)
+    assert f.key == "optim.lr" and f.panels == ["lr=0.01", "lr=0.1", "lr=1"]
+    assert f.series == ["none", "dropout", "batchnorm"] and f.of["dropout, lr=0.1"] == ("lr=0.1", "dropout")
+    assert facet(coll.runs[coll.runs["kind"] == "none"], coll.dims) is None     # few lines: one panel
+
+
+def test_accuracy_bands_stay_within_0_100():
+    import matplotlib.pyplot as plt
+    df = pd.DataFrame({"epoch": [1, 1, 2, 2], "test_acc": [0.99, 1.0, 0.995, 1.0], "configuration": "x"})
+    fig, ax = plt.subplots()
+    figures.line_band(ax, df, "epoch", "test_acc", "configuration", ["x"], {"x": "C0"}, scale=100)
+    ys = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx(100.0) and ys.min() < 100       # unclipped, the t band would pass 100
+    plt.close(fig)

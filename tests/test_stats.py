@@ -1,4 +1,5 @@
-"""dropbn.report.stats on known numbers: hand computations, textbook values and scipy cross-checks."""
+"""dropbn.report.stats, exact, power and the wording in markdown on known numbers: hand computations,
+textbook values and scipy cross-checks."""
 import itertools
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from dropbn.report import stats
+from dropbn.report import exact, markdown, power, stats
 
 NAN = float("nan")
 
@@ -45,12 +46,9 @@ def test_robust_summary_and_geometric_mean():
     assert r.gmean == pytest.approx(64 ** 0.25)
     assert math.isnan(stats.geometric_mean([1, 0, 2]))      # a zero ratio has no log
     assert math.isnan(stats.geometric_mean([]))
-    gm, lo, hi = stats.geometric_ci([1, 10, 100])
-    half = st.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)          # logs are 0, ln10, 2 ln10: sd = ln10
-    assert gm == pytest.approx(10)
-    assert (lo, hi) == pytest.approx((10 * math.exp(-half * math.log(10)), 10 * math.exp(half * math.log(10))))
-    assert lo < gm < hi
-    assert all(math.isnan(v) for v in stats.geometric_ci([1, -1]))
+    assert stats.geometric_mean([1, 10, 100]) == pytest.approx(10)
+    assert markdown.fmt_robust(stats.robust_summary([1, 2, 4, 8])) == "3.000 [1.750–5.000] (n=4)"
+    assert markdown.fmt_robust(stats.robust_summary([])) == "–"
 
 
 def test_intention_to_treat_enters_diverged_runs_at_chance():
@@ -195,79 +193,79 @@ def test_holm_changes_verdicts_on_a_family():
 
 def test_power_textbook_values():
     # Cohen (1988) / G*Power, two-sided two-sample t-test, alpha 0.05, 80% power
-    assert stats.seeds_per_arm(1.0, 1.0) == 17
-    assert stats.seeds_per_arm(0.8, 1.0) == 26
-    assert stats.seeds_per_arm(0.5, 1.0) == 64
-    assert stats.t_test_power(17, 1.0) >= 0.8 > stats.t_test_power(16, 1.0)
-    assert stats.t_test_power(17, 1.0) == pytest.approx(0.807, abs=1e-3)
+    assert power.seeds_per_arm(1.0, 1.0) == 17
+    assert power.seeds_per_arm(0.8, 1.0) == 26
+    assert power.seeds_per_arm(0.5, 1.0) == 64
+    assert power.t_test_power(17, 1.0) >= 0.8 > power.t_test_power(16, 1.0)
+    assert power.t_test_power(17, 1.0) == pytest.approx(0.807, abs=1e-3)
     # report units: 0.2 pp to detect with 0.2 pp spread is d = 1
-    assert stats.seeds_per_arm(0.2, 0.2) == 17
+    assert power.seeds_per_arm(0.2, 0.2) == 17
 
 
 def test_power_monotone_and_multiplicity():
     effects = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
-    n = [stats.seeds_per_arm(e, 0.3) for e in effects]
+    n = [power.seeds_per_arm(e, 0.3) for e in effects]
     assert all(x >= y for x, y in zip(n, n[1:])) and n[0] > n[-1]
-    assert stats.seeds_per_arm(0.2, 0.3, m=8) > stats.seeds_per_arm(0.2, 0.3, m=1)
-    assert stats.seeds_per_arm(0.2, 0.3, power=0.9) > stats.seeds_per_arm(0.2, 0.3)
-    assert stats.seeds_per_arm(100, 1) == 2                  # never below 2 runs per arm
-    assert stats.seeds_per_arm(0.2, 0.0) is None             # no spread observed: no sample size
-    assert stats.seeds_per_arm(0.2, NAN) is None
-    assert stats.seeds_per_arm(0.0, 1.0) is None
+    assert power.seeds_per_arm(0.2, 0.3, m=8) > power.seeds_per_arm(0.2, 0.3, m=1)
+    assert power.seeds_per_arm(0.2, 0.3, power=0.9) > power.seeds_per_arm(0.2, 0.3)
+    assert power.seeds_per_arm(100, 1) == 2                  # never below 2 runs per arm
+    assert power.seeds_per_arm(0.2, 0.0) is None             # no spread observed: no sample size
+    assert power.seeds_per_arm(0.2, NAN) is None
+    assert power.seeds_per_arm(0.0, 1.0) is None
 
 
 # ---------------------------------------------------------------- failed runs
 
 def test_fisher_three_vs_three_cannot_reach_alpha():
-    r = stats.fisher_failed(3, 3, 0, 3)
+    r = exact.fisher_failed(3, 3, 0, 3)
     assert r.p == pytest.approx(0.1) and r.min_p == pytest.approx(0.1)   # 2 / C(6, 3)
     assert "3 vs 3 runs cannot reach p < 0.05" in r.reason
     assert (r.frac_a, r.frac_b, r.diff) == (1.0, 0.0, 1.0)
-    assert stats.fisher_min_p(3, 3) == pytest.approx(0.1)
-    four = stats.fisher_failed(0, 4, 4, 4)
+    assert exact.fisher_min_p(3, 3) == pytest.approx(0.1)
+    four = exact.fisher_failed(0, 4, 4, 4)
     assert four.p == pytest.approx(2 / 70) and four.reason == "" and four.diff == -1.0
-    assert stats.fisher_min_p(5, 2) == pytest.approx(1 / 21)   # 0/5 vs 2/2
-    empty = stats.fisher_failed(0, 0, 1, 3)
+    assert exact.fisher_min_p(5, 2) == pytest.approx(1 / 21)   # 0/5 vs 2/2
+    empty = exact.fisher_failed(0, 0, 1, 3)
     assert math.isnan(empty.p) and "no runs" in empty.reason
     with pytest.raises(ValueError):
-        stats.fisher_failed(4, 3, 0, 3)
+        exact.fisher_failed(4, 3, 0, 3)
 
 
 def test_stratified_exact_hand_example():
     # two strata of 2/2 vs 0/2: per stratum x ~ {0: 1/6, 1: 4/6, 2: 1/6}; the sum T of the two has
     # P(T) = (1, 8, 18, 8, 1) / 36. Observed T = 4: p = P(0) + P(4) = 2/36.
-    r = stats.stratified_exact([(2, 2, 0, 2), (2, 2, 0, 2)])
+    r = exact.stratified_exact([(2, 2, 0, 2), (2, 2, 0, 2)])
     assert r.p == pytest.approx(2 / 36)
     assert (r.failed_a, r.n_a, r.failed_b, r.n_b) == (4, 4, 0, 4)
-    assert stats.fisher_failed(2, 2, 0, 2).p == pytest.approx(1 / 3)   # one stratum alone
+    assert exact.fisher_failed(2, 2, 0, 2).p == pytest.approx(1 / 3)   # one stratum alone
     assert r.min_p == pytest.approx(2 / 36) and "cannot reach" in r.reason
     # T = 3 (2/2 vs 0/2 and 1/2 vs 1/2): outcomes with P <= 8/36 are 0, 1, 3, 4 -> 18/36
-    assert stats.stratified_exact([(2, 2, 0, 2), (1, 2, 1, 2)]).p == pytest.approx(0.5)
+    assert exact.stratified_exact([(2, 2, 0, 2), (1, 2, 1, 2)]).p == pytest.approx(0.5)
     # three strata of 3/3 vs 0/3 pool to 2 / 20^3 = 0.00025 < 0.05
-    three = stats.stratified_exact([(3, 3, 0, 3)] * 3)
+    three = exact.stratified_exact([(3, 3, 0, 3)] * 3)
     assert three.p == pytest.approx(2 / 20 ** 3) and three.reason == ""
 
 
 def test_stratified_exact_with_one_stratum_is_fisher():
     for fa, na, fb, nb in [(3, 3, 0, 3), (1, 4, 3, 5), (0, 6, 2, 2), (2, 5, 2, 5), (5, 7, 1, 9)]:
         fisher = st.fisher_exact([[fa, na - fa], [fb, nb - fb]]).pvalue
-        assert stats.stratified_exact([(fa, na, fb, nb)]).p == pytest.approx(fisher)
+        assert exact.stratified_exact([(fa, na, fb, nb)]).p == pytest.approx(fisher)
 
 
 def test_stratified_skips_empty_strata_and_limits_enumeration():
-    r = stats.stratified_exact([(3, 3, 0, 3), (0, 0, 2, 2)])
+    r = exact.stratified_exact([(3, 3, 0, 3), (0, 0, 2, 2)])
     assert r.p == pytest.approx(0.1) and (r.n_a, r.n_b) == (3, 3)
-    assert math.isnan(stats.stratified_exact([(0, 0, 1, 1)]).p)
-    assert math.isnan(stats.stratified_min_p([(3, 3), (3, 3)], max_margins=10))
-    assert stats.stratified_min_p([(3, 3), (3, 3)]) == pytest.approx(2 / 400)
+    assert math.isnan(exact.stratified_exact([(0, 0, 1, 1)]).p)
+    assert math.isnan(exact.stratified_min_p([(3, 3), (3, 3)], max_margins=10))
+    assert exact.stratified_min_p([(3, 3), (3, 3)]) == pytest.approx(2 / 400)
 
 
 def test_stratified_min_p_equals_brute_force():
     """Every outcome of every stratum enumerated: the smallest p of stratified_exact itself."""
     sizes = [(2, 1), (1, 2), (2, 1)]
     tables = [[(fa, na, fb, nb) for fa in range(na + 1) for fb in range(nb + 1)] for na, nb in sizes]
-    brute = min(stats.stratified_exact(list(t)).p for t in itertools.product(*tables))
-    assert stats.stratified_min_p(sizes) == pytest.approx(brute)
+    brute = min(exact.stratified_exact(list(t)).p for t in itertools.product(*tables))
+    assert exact.stratified_min_p(sizes) == pytest.approx(brute)
     assert brute < 0.5
 
 
@@ -276,7 +274,7 @@ def test_stratified_min_p_equals_brute_force():
 def test_rank_test_censored_hand_value():
     # a reaches at 1..4; b reaches once (5), three runs never: ranks a = 1..4, b = 5, 7, 7, 7.
     # W_a = 10 is the smallest possible sum, W = 26 the largest; each from one of C(8, 4) = 70 splits.
-    r = stats.rank_test([1, 2, 3, 4], [5, None, NAN, float("inf")])
+    r = exact.rank_test([1, 2, 3, 4], [5, None, NAN, float("inf")])
     assert r.p == pytest.approx(2 / 70) and r.min_p == pytest.approx(2 / 70)
     assert (r.reached_a, r.reached_b, r.censored_b, r.diverged_b) == (4, 1, 3, 0)
     assert (r.mean_rank_a, r.mean_rank_b) == (2.5, 6.5) and r.diff < 0
@@ -285,32 +283,32 @@ def test_rank_test_censored_hand_value():
 
 
 def test_rank_test_diverged_rank_below_never_reaching():
-    r = stats.rank_test([None, None, None], [], diverged_b=3)
+    r = exact.rank_test([None, None, None], [], diverged_b=3)
     assert r.p == pytest.approx(0.1) and r.diff == -3.0          # a never reached, b diverged: a better
     assert "3 vs 3 runs cannot reach p < 0.05" in r.reason
-    tie = stats.rank_test([None, None, None], [None, None, None])
+    tie = exact.rank_test([None, None, None], [None, None, None])
     assert tie.p == pytest.approx(1.0) and tie.diff == 0
 
 
 def test_rank_test_all_diverged_arm():
-    r = stats.rank_test([], [2, 3, 4], diverged_a=3)
+    r = exact.rank_test([], [2, 3, 4], diverged_a=3)
     assert (r.n_a, r.reached_a, r.diverged_a, r.censored_a) == (3, 0, 3, 0)
     assert r.p == pytest.approx(0.1) and r.diff > 0 and r.median_a == math.inf
     v = stats.verdict(r.diff, r.p, expect=-1, min_p=r.min_p)
     assert v.verdict == "inconclusive" and "cannot reach" in v.reason
-    empty = stats.rank_test([], [2, 3])
+    empty = exact.rank_test([], [2, 3])
     assert math.isnan(empty.p) and "no runs" in empty.reason
 
 
 def test_rank_test_matches_scipy_without_ties():
     a, b = [1.0, 2.5, 3.1, 7.0, 8.0], [4.0, 5.0, 6.0, 9.0, 10.0, 11.0]
-    r = stats.rank_test(a, b)
+    r = exact.rank_test(a, b)
     assert r.p == pytest.approx(st.mannwhitneyu(a, b, method="exact").pvalue)
 
 
 def test_rank_test_matches_scipy_permutation_with_ties():
     a, b = [1, 2, 2, None], [2, 3, None, None]
-    r = stats.rank_test(a, b, diverged_b=1)
+    r = exact.rank_test(a, b, diverged_b=1)
     ranks = st.rankdata([1, 2, 2, 6, 2, 3, 6, 6, 9])            # never = 6, diverged = 9 (scores in order)
     ra, rb = ranks[:4], ranks[4:]
     e = len(ra) * (len(ranks) + 1) / 2
@@ -324,78 +322,102 @@ def test_rank_test_matches_scipy_permutation_with_ties():
 
 
 def test_rank_test_hodges_lehmann_and_monte_carlo():
-    r = stats.rank_test([1, 2, 3], [2, 3, 4])
+    r = exact.rank_test([1, 2, 3], [2, 3, 4])
     assert r.hodges_lehmann == -1.0                              # median of the 9 differences a_i - b_j
     assert r.p == pytest.approx(0.5)
     a, b = [1, 2, 3, 4, 6], [5, 7, 8, None, None]
-    exact = stats.rank_test(a, b)
-    mc = stats.rank_test(a, b, exact_max_n=0, n_resamples=20000, seed=3)
-    assert mc.method.startswith("Monte Carlo") and abs(mc.p - exact.p) < 0.01
-    assert stats.rank_test(a, b, exact_max_n=0, n_resamples=2000, seed=3).p == \
-        stats.rank_test(a, b, exact_max_n=0, n_resamples=2000, seed=3).p   # fixed seed: reproducible
+    full = exact.rank_test(a, b)
+    mc = exact.rank_test(a, b, exact_max_n=0, n_resamples=20000, seed=3)
+    assert mc.method.startswith("Monte Carlo") and abs(mc.p - full.p) < 0.01
+    assert exact.rank_test(a, b, exact_max_n=0, n_resamples=2000, seed=3).p == \
+        exact.rank_test(a, b, exact_max_n=0, n_resamples=2000, seed=3).p   # fixed seed: reproducible
 
 
 # ---------------------------------------------------------------- wording
 
 def test_wording():
-    assert stats.diff_text(-0.1, -0.4, 0.2) == "-0.1 pp (95% CI between -0.4 and +0.2 pp)"
-    assert stats.ci_text(-0.44, 0.16) == "between -0.4 and +0.2 pp"
-    assert stats.diff_text(1.234, NAN, NAN, unit="s", digits=2) == "+1.23 s (no confidence interval)"
-    assert stats.signed(-0.04) == "0.0" and stats.signed(0.06) == "+0.1"
-    assert stats.diff_text(NAN, 0, 1) == "n/a"
-    assert stats.ci_text(-1, 2, unit="") == "between -1.0 and +2.0"
-    for d, lo, hi in [(0.0, -0.1, 0.1), (0.01, -0.001, 0.002), (0.0, NAN, NAN)]:
-        text = stats.diff_text(d, lo, hi).lower()
-        assert "no effect" not in text and "equivalen" not in text and "indistinguishable" not in text
+    assert markdown.ci_text(-0.44, 0.16) == "between -0.4 and +0.2 pp"
+    assert markdown.ci_text(-19, 23, "%", 0) == "between -19 and +23%"
+    assert markdown.signed(-0.04) == "0.0" and markdown.signed(0.06) == "+0.1"
+    assert markdown.ci_text(-1, 2, unit="") == "between -1.0 and +2.0"
 
 
-# ---------------------------------------------------------------- legacy rule (until the claims table is rewired)
-
-def test_welch_matches_hand_computation():
-    a, b = [10.0, 11.0, 12.0], [1.0, 2.0, 4.0]
-    t, p = stats.welch(a, b)
-    va, vb = 1.0, st.tvar(b)
-    se = math.sqrt(va / 3 + vb / 3)
-    t_hand = (11 - 7 / 3) / se
-    df = (va / 3 + vb / 3) ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
-    assert t == pytest.approx(t_hand)
-    assert p == pytest.approx(2 * st.t.sf(abs(t_hand), df))
-
-
-def test_legacy_verdict_clearly_supported():
-    r = stats.compare_means([10, 11, 12], [1, 2, 3], expect=+1)
-    assert r.verdict == "supported" and r.p < 0.05 and r.diff == pytest.approx(9)
-    assert (r.n_a, r.n_b) == (3, 3)
-
-
-def test_legacy_verdict_clearly_not_supported():
-    r = stats.compare_means([10, 11, 12], [1, 2, 3], expect=-1)  # claimed a < b, but a >> b
-    assert r.verdict == "not supported" and r.p < 0.05
-
-
-def test_legacy_verdict_inconclusive():
-    r = stats.compare_means([1, 5, 9], [2, 6, 10], expect=-1)
-    assert r.verdict == "inconclusive" and r.p > 0.5
-    assert stats.compare_means([1], [2, 3], expect=+1).verdict == "inconclusive"
-    assert stats.compare_means([], [2, 3], expect=+1).note.startswith("fewer than 2")
-
-
-def test_legacy_verdict_without_spread_is_exact():
-    r = stats.compare_means([4, 4, 4], [6, 6, 6], expect=-1)
-    assert r.verdict == "supported" and "exact" in r.note and math.isnan(r.p)
-    assert stats.compare_means([4, 4], [4, 4], expect=-1).verdict == "inconclusive"
-
-
-def test_legacy_decide_rule():
-    assert stats.decide(+1.0, 0.01, +1) == "supported"
-    assert stats.decide(-1.0, 0.01, +1) == "not supported"
-    assert stats.decide(+1.0, 0.05, +1) == "inconclusive"  # p must be < alpha
-    assert stats.decide(+1.0, float("nan"), +1) == "inconclusive"
-
+# ---------------------------------------------------------------- spread and correlation
 
 def test_spread_test():
     tight = [1.0, 1.01, 0.99, 1.0, 1.005, 0.995, 1.0, 1.01, 0.99, 1.0]
     wide = [1.0, 2.0, 0.0, 1.5, 0.5, 1.8, 0.2, 1.3, 0.7, 1.0]
-    assert stats.compare_spread(tight, wide, expect=-1).verdict == "supported"
-    assert stats.compare_spread(tight, wide, expect=+1).verdict == "not supported"
-    assert stats.compare_spread([1, 2, 3], [1, 2.5, 3.2], expect=-1).verdict == "inconclusive"
+    s = stats.spread_test(tight, wide)
+    assert s.p == pytest.approx(st.levene(tight, wide, center="median").pvalue) and s.p < 0.05
+    assert s.diff == pytest.approx(np.std(tight, ddof=1) - np.std(wide, ddof=1)) and s.diff < 0
+    assert stats.spread_test([1, 2, 3], [1, 2.5, 3.2]).p > 0.5
+    none = stats.spread_test([4, 4, 4], [5, 5, 5])
+    assert math.isnan(none.p) and "degenerate" in none.reason and none.diff == 0
+    # two runs per arm: |x - median| is the same for both runs, scipy would give p ~ 1e-26
+    two = stats.spread_test([0.85, 0.855], [0.88, 0.8835])
+    assert math.isnan(two.p) and "fewer than 3 runs" in two.reason
+    # symmetric arms of three: deviations (d, 0, d) still vary, so the test runs
+    assert 0 < stats.spread_test([1, 2, 3], [1, 3, 5]).p <= 1
+
+
+def test_spearman():
+    c = stats.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 11])
+    assert c.rho == pytest.approx(1.0) and c.n == 5 and c.p < 0.05
+    c = stats.spearman([1, 2, 3, None, 5], [5, 4, 3, 2, NAN])     # pairs with a gap are dropped
+    assert c.n == 3 and c.rho == pytest.approx(-1.0)
+    ref = st.spearmanr([0.1, 0.5, 0.3, 0.9], [1, 3, 2, 2])
+    got = stats.spearman([0.1, 0.5, 0.3, 0.9], [1, 3, 2, 2])
+    assert (got.rho, got.p) == pytest.approx((ref.statistic, ref.pvalue))
+    assert math.isnan(stats.spearman([1, 2], [1, 2]).rho)
+    assert math.isnan(stats.spearman([1, 1, 1], [1, 2, 3]).rho)
+
+
+# ---------------------------------------------------------------- exact helpers and power of the other tests
+
+def test_fisher_p_outcomes_match_scipy():
+    for fa, na, fb, nb in [(3, 3, 0, 3), (1, 4, 3, 5), (0, 6, 2, 2), (2, 5, 2, 5), (5, 7, 1, 9)]:
+        ref = st.fisher_exact([[fa, na - fa], [fb, nb - fb]]).pvalue
+        ps = exact.fisher_p_outcomes(na, nb, fa + fb)
+        assert ps[fa - max(0, fa + fb - nb)] == pytest.approx(ref)
+    ps = exact.fisher_p_outcomes(3, 3, 3)          # x = 0..3 failures in arm a, 3 in all
+    assert ps.tolist() == pytest.approx([0.1, 1.0, 1.0, 0.1])
+
+
+def test_rank_min_p_and_separation_seeds():
+    assert exact.rank_min_p(3, 3) == pytest.approx(0.1)
+    assert exact.rank_min_p(4, 4) == pytest.approx(2 / 70)
+    assert exact.rank_min_p(3, 3) == pytest.approx(exact.rank_test([1, 2, 3], [4, 5, 6]).p)
+    assert power.separation_seeds() == 4                       # 2 / 70 < 0.05 <= 2 / 20
+    assert power.separation_seeds(m=10) == 6                   # 2 / 924 < 0.005 <= 2 / 252
+    assert power.rank_seeds(1.0, 1.0) == math.ceil(17 / (3 / math.pi))
+    assert power.rank_seeds(1.0, 0.0) is None
+
+
+def test_spread_power_is_the_f_test():
+    # with ratio 1 the F test rejects exactly alpha of the time
+    assert power.spread_power(10, 1.0) == pytest.approx(0.05)
+    rng = np.random.default_rng(0)
+    n, hits = 8, 0
+    lo, hi = st.f.ppf(0.025, n - 1, n - 1), st.f.ppf(0.975, n - 1, n - 1)
+    for _ in range(4000):
+        f = np.var(rng.normal(0, 2, n), ddof=1) / np.var(rng.normal(0, 1, n), ddof=1)
+        hits += not lo <= f <= hi
+    assert power.spread_power(n, 2.0) == pytest.approx(hits / 4000, abs=0.03)
+    n2 = power.spread_seeds(2.0)
+    assert power.spread_power(n2, 2.0) >= 0.8 > power.spread_power(n2 - 1, 2.0)
+    assert power.spread_seeds(2.0, m=10) > n2
+
+
+def test_fisher_power_exact_enumeration():
+    # 0% vs 100% failing with 3 per arm: every draw is 0/3 vs 3/3, p = 0.1 >= 0.05: power 0
+    assert power.fisher_power(3, 0.0, 1.0) == 0.0
+    assert power.fisher_power(4, 0.0, 1.0) == pytest.approx(1.0)   # 0/4 vs 4/4: p = 2/70
+    # brute force for 5 per arm, 10% vs 60%
+    n, pa, pb = 5, 0.1, 0.6
+    brute = sum(st.binom.pmf(x, n, pa) * st.binom.pmf(y, n, pb) for x in range(n + 1) for y in range(n + 1)
+                if st.fisher_exact([[x, n - x], [y, n - y]]).pvalue < 0.05)
+    assert power.fisher_power(n, pa, pb) == pytest.approx(brute)
+    k = power.fisher_seeds(0.0, 0.5)
+    assert power.fisher_power(k, 0.0, 0.5) >= 0.8 and all(power.fisher_power(j, 0.0, 0.5) < 0.8 for j in range(2, k))
+    with pytest.raises(ValueError):
+        power.fisher_seeds(0.5, 0.5)

@@ -1,10 +1,15 @@
 """`dropbn report`: run folders -> tidy table -> statistics, claims check, tables and figures.
 
-collect.py   folders -> one row per run (+ per-epoch curves), configurations and labels
-stats.py     mean ± 95% CI, Welch / Levene tests, the verdict rule (pure functions)
-tables.py    per-configuration statistics, the comparison table, claims, optional sections' tables
+collect.py   folders (or a report's runs.csv) -> one row per run (+ per-epoch curves), configurations, labels
+stats.py     mean ± 95% CI, Welch difference with Hedges' g, spread and rank correlation, Holm, the verdict rule
+exact.py     exact tests for small samples: Fisher / stratified on failed runs, ranks of censored times
+power.py     seeds per arm that would detect a minimal effect, for each of those tests
+measures.py  which runs and values enter a claim, and one test per kind of quantity
+claims.py    the claims table: claims per context, trainability rows, Holm family, verdicts, power
+tables.py    per-configuration statistics, the comparison table, optional sections' tables
+shift.py     variance shift (Li et al.): robust per-configuration summary, per-layer table, correlation
 figures.py   matplotlib figures (PNG bytes)
-markdown.py  markdown / LaTeX tables and number formatting
+markdown.py  markdown / LaTeX tables, number formatting and the wording of confidence intervals
 sections.py  the report's sections (markdown + tables + figures each), and what they share (Context)
 optional.py  sections that appear only when they apply (lr, data size, dropout rate, placement, diagnostics)
 render.py    assembles the sections; writes report.md, tables/*.csv|.tex, runs.csv, figures/*.png atomically

@@ -27,8 +27,10 @@ from tqdm import tqdm
 from ..datasets import DATASETS
 from ..errors import DropbnError
 from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, is_run_dir
-from ..summary import Summary, diagnostic_columns
+from ..summary import Summary, diagnostic_columns, vs_column
 
+ENV_FIELDS = ("platform", "cpu_count", "threads")  # summary.json env fields kept as env_* columns
+LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
@@ -155,6 +157,7 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
         row["diverged_at"] = s.diverged_at
         env = s.env or {}
         row["git_commit"], row["device_used"] = env.get("git_commit"), env.get("device")
+        row["env_platform"], row["env_cpu_count"], row["env_threads"] = (env.get(k) for k in ENV_FIELDS)
         row.update(diagnostic_columns(s.diagnostics))
     else:
         row["seed"] = cfg.get("seed")
@@ -258,6 +261,36 @@ def ordered_labels(runs: pd.DataFrame, dims, drop=(), label_col=None) -> list[st
     return sorted(seen, key=lambda k: seen[k])
 
 
+@dataclass(frozen=True)
+class Facet:
+    """Small multiples: one panel per value of `key` (a varying config key, or 'kind'), one line per series."""
+    key: str
+    panels: list            # panel titles, in order
+    series: list            # line labels (the configuration label without `key`), in order
+    of: dict                # configuration label -> (panel, series)
+
+
+def facet(runs: pd.DataFrame, dims, max_lines: int = 6) -> Facet | None:
+    """None for up to max_lines configurations (one panel holds them); otherwise the split into
+    panels that leaves the fewest lines in the fullest panel (then the fewest panels)."""
+    firsts = runs.drop_duplicates("label")
+    firsts = firsts[firsts["has_config"]]
+    if len(firsts) <= max_lines:
+        return None
+    best = None
+    for key in [*dims, "kind"]:
+        of = {str(r["label"]): (str(r["kind"]) if key == "kind" else f"{SHORT.get(key, key)}={r.get('cfg.' + key)}",
+                                make_label(r, dims, drop=(key,))) for _, r in firsts.iterrows()}
+        panels = list(dict.fromkeys(p for p, _ in of.values()))
+        if len(panels) < 2:
+            continue
+        fullest = max(sum(1 for p, _ in of.values() if p == q) for q in panels)
+        if best is None or (fullest, len(panels)) < best[0]:
+            series = ordered_labels(firsts, dims, drop=(key,))
+            best = ((fullest, len(panels)), Facet(key, panels, series, of))
+    return best[1] if best else None
+
+
 # ---------------------------------------------------------------- everything
 
 def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collection:
@@ -281,12 +314,18 @@ def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collec
             curves.append(m)
     if not rows:
         raise DropbnError("no readable runs: " + "; ".join(f"{p}: {w}" for p, w in skipped[:3]))
-    runs = pd.DataFrame(rows)
-    runs = runs.loc[:, ~runs.columns.duplicated()]
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
+    return finish(pd.DataFrame(rows), curves_df, skipped)
+
+
+def finish(runs: pd.DataFrame, curves: pd.DataFrame, skipped: list) -> Collection:
+    """One row per run -> the Collection: unique run names, derived columns, configurations and labels."""
+    runs = runs.loc[:, ~runs.columns.duplicated()].copy()
     if runs["run"].duplicated().any():  # two roots with the same name
         runs["run"] = [f"{r} [{i}]" if d else r for i, (r, d) in
                        enumerate(zip(runs["run"], runs["run"].duplicated(keep=False)))]
-    varying = [k for k in varying_keys(runs) if k not in ignore]
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, is_run_dir
+from ..summary import Summary, diagnostic_columns, vs_column
     dims = label_dims(runs, varying)
     runs["label"] = [make_label(r, dims) if r["has_config"] else "unknown config" for _, r in runs.iterrows()]
     order = ordered_labels(runs[runs["has_config"]], dims)
@@ -294,5 +333,36 @@ def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collec
         order.append("unknown config")
     runs["label"] = pd.Categorical(runs["label"], categories=order, ordered=True)
     runs = runs.sort_values(["label", "seed", "run"], kind="stable").reset_index(drop=True)
-    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
-    return Collection(runs=runs, curves=curves_df, skipped=skipped, varying=varying, dims=dims)
+    return Collection(runs=runs, curves=curves, skipped=skipped, varying=varying, dims=dims)
+
+
+def derive(runs: pd.DataFrame) -> None:
+    """Columns the report reads that older runs lack, in place:
+    val_selected_test_acc: test accuracy at the epoch chosen on validation (NaN unless best_epoch_by is 'val');
+    env_threads: the thread count, from train.threads where the run recorded none."""
+    by = runs["best_epoch_by"] if "best_epoch_by" in runs else pd.Series(None, index=runs.index, dtype=object)
+    acc = runs["test_acc_at_best_epoch"] if "test_acc_at_best_epoch" in runs else pd.Series(float("nan"), runs.index)
+    runs["val_selected_test_acc"] = acc.where(by == "val").astype(float)
+    cfg = runs["cfg.train.threads"] if "cfg.train.threads" in runs else pd.Series(None, index=runs.index, dtype=object)
+    cfg = pd.to_numeric(cfg, errors="coerce")
+    runs["env_threads"] = pd.to_numeric(runs.get("env_threads", cfg), errors="coerce").fillna(cfg)
+
+
+def read_runs_csv(path) -> Collection:
+    """A report's runs.csv (one row per run, as render.runs_csv writes it) back into a Collection, without
+    the run folders: config values stay text, per-layer lists are parsed; no per-epoch curves."""
+    try:
+        runs = pd.read_csv(path, dtype={c: str for c in pd.read_csv(path, nrows=0).columns if c.startswith("cfg.")},
+                           keep_default_na=True)
+    except (OSError, ValueError, pd.errors.EmptyDataError) as e:
+        raise DropbnError(f"{path}: not a readable runs.csv ({type(e).__name__})") from e
+    missing = {"run", "status", "has_config", "kind"} - set(runs.columns)
+    if missing:
+        raise DropbnError(f"{path}: not a report's runs.csv (no column {', '.join(sorted(missing))})")
+    for c in [c for c in runs.columns if c.startswith("cfg.")]:
+        runs[c] = runs[c].fillna("null")
+    for c in LIST_COLUMNS:
+        if c in runs:
+            runs[c] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else [] for v in runs[c]]
+    runs["has_config"] = runs["has_config"].astype(str).str.lower() == "true"
+    return finish(runs.drop(columns=["label"], errors="ignore"), pd.DataFrame(columns=["run", "epoch"]), [])

@@ -1,4 +1,5 @@
-"""Text formatting of the report: markdown tables, LaTeX tables, numbers and p-values, file-name slugs."""
+"""Text formatting of the report: markdown tables, LaTeX tables, numbers and p-values, differences
+with what their confidence interval allows, file-name slugs."""
 from __future__ import annotations
 
 import math
@@ -41,3 +42,22 @@ def fmt_p(p) -> str:
 
 def num(v, digits=2) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def fmt_robust(r, digits: int = 3) -> str:
+    """'1.13 [1.05–1.20] (n=5)': median [interquartile range] of a stats.Robust; '–' when empty."""
+    if not r.n:
+        return "–"
+    return f"{r.median:.{digits}f} [{r.q1:.{digits}f}–{r.q3:.{digits}f}] (n={r.n})"
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """'+0.3', '-0.4'; a value that rounds to zero is '0.0' (no sign)."""
+    s = f"{x:+.{digits}f}"
+    return f"{0:.{digits}f}" if float(s) == 0 else s
+
+
+def ci_text(lo: float, hi: float, unit: str = "pp", digits: int = 1) -> str:
+    """'between -0.4 and +0.2 pp' ('between -19 and +23%'): what a confidence interval allows, in report units."""
+    u = unit if unit in ("", "%") else f" {unit}"
+    return f"between {signed(lo, digits)} and {signed(hi, digits)}{u}"

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pandas as pd
 
 from . import figures as F
+from . import shift as SH
 from . import tables as T
 from .collect import NORM_NAMES, SHORT, Collection, make_label, ordered_labels
-from .markdown import md_table
+from .markdown import fmt_p, md_table, num
 from .sections import Context, Section
 
 GARBIN = ("Garbin, Zhu & Marques (2020) asked whether batch norm really slows inference: they measured "
@@ -106,20 +107,35 @@ def placement(ctx: Context) -> Section | None:
     return s
 
 
+VARIANCE_SHIFT = (
+    "Per BN layer and channel, r = the running variance it learned in training / the variance of its input in "
+    "eval mode (dropout off) -- Li et al.'s moving/real ratio, on test data and, where the runs measured it, on "
+    "training data as Li et al. do. r = 1: no shift; r > 1: training fed the layer more variance than it sees "
+    "in eval mode (dropout placed before BN does this), so BN divides by too large a standard deviation. Per "
+    "layer the mean, median and max over channels are kept; 'worst' is the layer furthest from 1. Across runs "
+    "the table gives the median [interquartile range], because a few near-dead channels can make means huge.\n\n"
+    "'BN statistics re-estimated' recomputes the running mean and variance with dropout off (one pass over "
+    "the training set) before testing: BN statistics re-estimation in the style of Hendrycks & Gimpel, not one "
+    "of Li et al.'s remedies. Li et al.'s remedies are to place dropout after all BN layers, and Uout, a "
+    "variance-stable form of dropout; the placement study measures the first.\n"
+)
+
+
 def variance_shift(ctx: Context) -> Section | None:
-    vs = T.variance_shift_table(ctx.coll)
+    vs = SH.summary_table(ctx.coll)
     if not len(vs):
         return None
-    s = Section(md=["## Variance shift (Li et al. 2019)\n"])
-    s.add("Per BN layer and channel: the running variance it learned in training divided by the variance of "
-          "its input at test time (eval mode, dropout off) -- Li et al.'s moving/real ratio. 1 = no shift; "
-          "> 1 means training fed the layer more variance than it sees at test time (dropout placed before "
-          "BN does this), so BN divides test activations by too large a standard deviation. Mean and max over "
-          "channels; 'worst' is the layer furthest from 1. 'Recalibrated' re-estimates the BN statistics with "
-          "dropout off (one pass over the training set) before testing, Li et al.'s remedy.\n")
+    s = Section(md=["## Variance shift (Li et al. 2019)\n", VARIANCE_SHIFT])
     s.table("variance_shift", vs, index=False, latex=True)
     s.add(md_table(vs, index=False))
-    layers = T.variance_layers(ctx.coll)
+    corr = SH.correlations(ctx.coll)
+    if len(corr):
+        s.table("variance_shift_correlation", corr, index=False)
+        s.add("Across runs: does a larger shift go with a larger accuracy change when the BN statistics are "
+              "re-estimated? (Spearman's rank correlation; descriptive, not part of the claims family.)\n")
+        s.add(md_table(corr.assign(**{"Spearman rho": [num(v, 2) for v in corr["Spearman rho"]],
+                                      "p": [fmt_p(v) for v in corr["p"]]}), index=False))
+    layers = SH.layers(ctx.coll)
     s.table("variance_shift_layers", layers, index=False)
     if len(layers):
         fig = s.figure("variance_shift_layers", F.variance_layers(layers, ctx.order, ctx.cmap, ctx.title))

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import figures as F
-from . import stats, tables as T
-from .collect import Collection
+from . import claims as C
+from . import measures as M
+from . import exact, stats, tables as T
+from .collect import Collection, Facet, facet
 from .markdown import fmt_p, md_table, num, slug
 
 ARTICLE_NOTES = """\
@@ -86,6 +88,7 @@ class Context:
     gs: pd.DataFrame               # tables.group_stats
     base: dict                     # context -> baseline label (tables.baselines)
     curves: pd.DataFrame           # per-epoch curves of completed runs, with their configuration
+    facet: Facet | None            # small multiples for the curves when there are many configurations
 
     @classmethod
     def of(cls, coll: Collection, baseline: str, sources) -> "Context":
@@ -95,7 +98,7 @@ class Context:
         curves["configuration"] = curves["label"].astype(str)
         return cls(coll=coll, baseline=baseline, sources=list(sources), title=title_of(runs), order=order,
                    cmap=F.colors(order), gs=T.group_stats(coll), base=T.baselines(coll, T.parse_baseline(baseline)),
-                   curves=curves)
+                   curves=curves, facet=facet(runs, coll.dims))
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -150,7 +153,8 @@ def header(ctx: Context) -> Section:
     varying = list(ctx.coll.varying)
     s.add("Settings that vary (besides the seed): " + (", ".join(f"`{k}`" for k in varying) if varying else "none")
           + ". Every number is mean ± 95% confidence half-width over seeds (t distribution) with the number "
-            "of runs n; accuracy statistics use completed runs only.")
+            "of runs n; per-configuration statistics describe completed runs, the claims check also counts "
+            "diverged runs (see its rule).")
     s.add(f"Baseline: `{ctx.baseline}` (compared with configurations sharing every other varying setting).\n")
     setup = setup_line(runs, set(varying))
     if setup:
@@ -181,49 +185,96 @@ def comparison(ctx: Context) -> Section:
     return s
 
 
+def claims_rule(m: int) -> str:
+    """The verdict rule as the report states it, with the family size m and the minimal effects."""
+    effects = "; ".join(f"{k}: {e.text}" for k, e in C.MIN_EFFECTS.items())
+    return (
+        f"**Rule.** Every row below with a p value belongs to one family of **m = {m}** tests (all contexts and "
+        f"test types); its p values are adjusted with Holm's step-down method (`p_holm`). At alpha = {stats.ALPHA}: "
+        "**supported** = p_holm < alpha and the difference has the sign the claim predicts; **not supported** = "
+        "p_holm < alpha and the opposite sign; **inconclusive** = otherwise, including rows whose test gives no "
+        "p value or cannot reach alpha with the runs at hand. An inconclusive row is not evidence of no "
+        "difference: its 95% confidence interval says which differences the data still allow.\n\n"
+        "**Tests.** Accuracy and gap: Welch's t-test with the Welch 95% CI of a − b and Hedges' g. Accuracy "
+        "claims count every run that completed or diverged, a diverged run at chance accuracy (intention to "
+        "treat); crashed and unfinished runs are left out and counted in the note. Seconds per epoch: Welch on "
+        "log seconds, shown as the ratio a / b of geometric means. Epochs and seconds to the target: an exact "
+        f"permutation test on ranks valid for censored data ({exact.RANK_TEST}; all runs had the same budget). "
+        "Stability: the Brown-Forsythe test of equal spread. Trainability (rows T…): a run fails to train when it "
+        f"diverged or ended below chance accuracy + {M.CHANCE_MARGIN * 100:g} pp; Fisher's exact test of the "
+        "failed fractions, or, pooling several contexts as strata, the exact stratified test.\n\n"
+        "**Power.** An inconclusive row states the seeds per arm that would detect the minimal effect at 80% "
+        f"power with a test at alpha/m, from the observed spread. Minimal effects — {effects}. A TOST note "
+        "(difference within ± the minimal effect at alpha/m) is added where it holds; it is never a verdict.\n"
+    )
+
+
 def claims(ctx: Context) -> Section:
-    s = Section(md=["## Claims check\n", "**Rule.** " + stats.VERDICT_RULE + " " + T.CLAIM_NOTES + "\n"])
-    cl, skipped = T.claims(ctx.coll, ctx.base)
+    s = Section(md=["## Claims check\n"])
+    ct = C.claims(ctx.coll, ctx.base)
+    cl = ct.df
+    s.add(claims_rule(ct.m))
     if len(cl):
-        s.table("claims", cl.drop(columns=["scale"]), index=False, latex=True)
+        s.table("claims", cl.astype(object).where(cl.notna(), "n/a"), index=False, latex=True)
         show = pd.DataFrame({
             "claim": [c + ("" if x == "all" else f" [{x}]") for c, x in zip(cl["claim"], cl["context"])],
             "the article says": cl["text"],
-            "compared (a vs b)": cl["a"] + " vs " + cl["b"],
-            "quantity": cl["quantity"].str.replace("_", " "),
-            "mean a": [num(v) for v in cl["mean_a"]], "mean b": [num(v) for v in cl["mean_b"]],
-            "a − b": [num(v) for v in cl["diff"]],
-            "test, p": [f"{t}, p={fmt_p(p)}" for t, p in zip(cl["test"], cl["p"])],
+            "a vs b": cl["a"] + " vs " + cl["b"],
+            "quantity": [f"{q.replace('_', ' ')} ({st})" for q, st in zip(cl["quantity"], cl["statistic"])],
+            "a": [num(v) for v in cl["value_a"]], "b": [num(v) for v in cl["value_b"]],
+            "a − b [95% CI]": [_diff_cell(r) for _, r in cl.iterrows()],
+            "g": [num(v) for v in cl["hedges_g"]],
+            "test": cl["test"],
+            "p": [fmt_p(p) for p in cl["p_value"]], "p_holm": [fmt_p(p) for p in cl["p_holm"]],
             "n (a, b)": [f"{a}, {b}" for a, b in zip(cl["n_a"], cl["n_b"])],
-            "verdict": [f"**{v}**" + (f" ({n})" if n else "") for v, n in zip(cl["verdict"], cl["note"])],
+            "verdict": [C.verdict_text(r) for _, r in cl.iterrows()],
+            "note": cl["note"],
         })
         s.add(md_table(show, index=False))
-        s.add("Accuracies and gaps in percentage points, times in seconds, epochs in epochs. "
+        s.add("Accuracies, gaps and failed fractions in percent / percentage points, epochs in epochs; "
+              "'ratio' rows show a / b (geometric means for seconds per epoch, medians for seconds to target). "
+              "n/a: the column does not apply to the row's test, or the test is undefined. "
               "Table: `tables/claims.csv`, `tables/claims.tex`.\n")
     else:
         s.add("_No claim could be checked with these runs._\n")
-    if skipped:
+    if ct.skipped:
         s.add("Claims not checked:\n")
-        s.add("\n".join(f"- claim {c}: {why}" for c, why in skipped) + "\n")
+        s.add("\n".join(f"- claim {c}: {why}" for c, why in ct.skipped) + "\n")
     return s
+
+
+def _diff_cell(r) -> str:
+    d, lo, hi = r["diff"], r["diff_ci_low"], r["diff_ci_high"]
+    if r["unit"] == "ratio":
+        txt = f"×{d:.3f}" if math.isfinite(d) else "n/a"
+        return txt + (f" [×{lo:.3f}, ×{hi:.3f}]" if math.isfinite(lo) else "")
+    txt = num(d)
+    return txt + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
 def per_configuration(ctx: Context) -> Section:
     s, gs = Section(md=["## Per-configuration summary\n"]), ctx.gs
     s.table("per_configuration", gs, index=False)
-    summ = pd.DataFrame({
-        "runs": gs["runs"], "completed": gs["completed"], "diverged": gs["diverged"],
-        "failed": gs["failed"], "unfinished": gs["unfinished"],
-        "final test acc.": [T.cell(r, "final_test_acc") for _, r in gs.iterrows()],
-        "best test acc.": [T.cell(r, "best_test_acc") for _, r in gs.iterrows()],
-        "train − test acc. (pp)": [T.cell(r, "generalization_gap") for _, r in gs.iterrows()],
-        "s / epoch": [T.cell(r, "seconds_per_epoch") for _, r in gs.iterrows()],
-    })
+    cols = {"runs": gs["runs"], "completed": gs["completed"], "diverged": gs["diverged"],
+            "failed": gs["failed"], "unfinished": gs["unfinished"],
+            "final test acc.": [T.cell(r, "final_test_acc") for _, r in gs.iterrows()]}
+    if (gs["val_selected_test_acc_n"] > 0).any():
+        cols["test acc. at the epoch picked on validation"] = [T.cell(r, "val_selected_test_acc")
+                                                             for _, r in gs.iterrows()]
+    cols["best test acc. (oracle)"] = [T.cell(r, "best_test_acc") for _, r in gs.iterrows()]
+    cols["train − test acc. (pp)"] = [T.cell(r, "generalization_gap") for _, r in gs.iterrows()]
+    steady = T.steady_state(gs)
+    cols["s / epoch" + (" (steady state)" if steady else " (incl. first epoch)")] = \
+        [T.cell(r, "seconds_per_epoch") for _, r in gs.iterrows()]
+    if steady:
+        cols["first epoch (s)"] = [T.cell(r, "first_epoch_seconds") for _, r in gs.iterrows()]
+    summ = pd.DataFrame(cols)
     summ.index = gs["configuration"].astype(str)
     s.table("per_configuration_formatted", summ, latex=True)
     s.add(md_table(summ, index_name="configuration"))
-    s.add("Full statistics (mean, CI half-width, std, n for every metric): `tables/per_configuration.csv`; "
-          "one row per run: `runs.csv`.\n")
+    s.add("'Best test acc. (oracle)' picks each run's best epoch on the test set itself: an optimistic number "
+          "that enters no claim. Full statistics (mean, CI half-width, std, n for every metric): "
+          "`tables/per_configuration.csv`; one row per run: `runs.csv`.\n")
     return s
 
 
@@ -244,7 +295,7 @@ def problems(ctx: Context) -> Section:
 def main_figures(ctx: Context) -> Section:
     s, gs, cmap, title = Section(md=["## Figures\n"]), ctx.gs, ctx.cmap, ctx.title
     if len(ctx.curves):
-        f1 = s.figure("learning_curves", F.learning_curves(ctx.curves, ctx.order, cmap, title))
+        f1 = s.figure("learning_curves", F.learning_curves(ctx.curves, ctx.order, cmap, title, ctx.facet))
         s.add(f"![learning curves]({f1})\n")
     f2 = s.figure("final_test_acc", F.bar_figure(gs, "final_test_acc", 100, cmap, title, "final test accuracy (%)",
                                                  zoom=True))
@@ -266,10 +317,12 @@ def convergence(ctx: Context) -> Section:
     }, index=gs["configuration"].astype(str))
     s.table("convergence", conv, latex=True)
     s.add(md_table(conv, index_name="configuration"))
-    s.add("Epochs / seconds to target: over the completed runs that reached it.\n")
+    s.add("Epochs / seconds to target: over the completed runs that reached it (descriptive; the claims "
+          "check compares them with a rank test that also counts the runs that did not).\n")
     if len(ctx.curves):
         target = gs["target_acc"].dropna().unique()
         target = float(target[0]) if len(target) == 1 else None
-        f5 = s.figure("test_acc_vs_time", F.acc_vs_time(ctx.curves, ctx.order, ctx.cmap, ctx.title, target))
+        f5 = s.figure("test_acc_vs_time", F.acc_vs_time(ctx.curves, ctx.order, ctx.cmap, ctx.title, target,
+                                                                 ctx.facet))
         s.add(f"![test accuracy vs. wall-clock time]({f5})\n")
     return s

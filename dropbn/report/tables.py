@@ -1,21 +1,19 @@
 """The numbers of the report as DataFrames: per-configuration statistics, the
-article's comparison table, the claims check and the optional sections.
+article's comparison table and the optional sections' tables (the claims check is claims.py).
 
-Accuracy statistics use completed runs only; diverged / failed / unfinished
-runs are counted per configuration and listed by name elsewhere.
+Per-configuration statistics describe completed runs; diverged / failed / unfinished
+runs are counted per configuration and listed by name elsewhere (the claims enter them).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-import numpy as np
 import pandas as pd
 
 from ..errors import DropbnError
-from ..summary import MODES, inf_column, vs_column
+from ..summary import MODES, inf_column
 from . import stats
-from .collect import Collection, make_label, ordered_labels
+from .collect import Collection, make_label
+from .measures import steady_state as steady_state_runs
 
 PURPOSE = {
     "none": "baseline: neither regularisation nor normalisation",
@@ -27,7 +25,8 @@ PURPOSE["dropout_before_bn"] = PURPOSE["both"] + " (dropout placed before batch 
 
 # (column, scale for display, digits, unit) of the per-configuration statistics
 METRICS = {
-    "final_test_acc": (100, 2, "%"), "best_test_acc": (100, 2, "%"), "first_epoch_test_acc": (100, 2, "%"),
+    "final_test_acc": (100, 2, "%"), "best_test_acc": (100, 2, "%"), "val_selected_test_acc": (100, 2, "%"),
+    "first_epoch_test_acc": (100, 2, "%"), "first_epoch_seconds": (1, 2, " s"),
     "final_train_acc": (100, 2, "%"), "generalization_gap": (100, 2, " pp"), "loss_gap": (1, 4, ""),
     "final_test_loss": (1, 4, ""), "epochs_to_target": (1, 1, ""), "seconds_to_target": (1, 1, " s"),
     "seconds_per_epoch": (1, 2, " s"), "train_seconds": (1, 1, " s"), "params": (1, 0, ""),
@@ -76,6 +75,7 @@ def group_stats(coll: Collection) -> pd.DataFrame:
             ci = stats.mean_ci(vals)
             row.update({f"{m}_mean": ci.mean, f"{m}_ci95": ci.half, f"{m}_std": ci.std, f"{m}_n": ci.n})
         row["reached_target"] = int(done["epochs_to_target"].notna().sum()) if "epochs_to_target" in done else 0
+        row["steady_state"] = steady_state_runs(done)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -124,6 +124,16 @@ def baselines(coll: Collection, spec) -> dict:
     return out
 
 
+ORACLE = "Best test accuracy (oracle: epoch picked on the test set; in no claim)"
+SECONDS_PER_EPOCH = {True: "Compute: seconds per epoch (steady state, first epoch excluded)",
+                     False: "Compute: seconds per epoch (first epoch included)"}
+
+
+def steady_state(gs: pd.DataFrame) -> bool:
+    """Whether every configuration's seconds per epoch are steady state (group_stats' steady_state)."""
+    return bool(len(gs)) and bool(gs["steady_state"].all())
+
+
 def comparison_table(gs: pd.DataFrame, base: dict) -> dict[str, pd.DataFrame]:
     """{context: the article's comparison table, measured} -- one column per configuration."""
     tables = {}
@@ -134,6 +144,8 @@ def comparison_table(gs: pd.DataFrame, base: dict) -> dict[str, pd.DataFrame]:
         cols = {}
         targets = g["target_acc"].dropna().unique()
         tt = f"{targets[0] * 100:g}%" if len(targets) == 1 else "target"
+        steady = steady_state(g)
+        val = (g["val_selected_test_acc_n"] > 0).any()
         for _, r in g.iterrows():
             c = {
                 "Purpose": purpose(r["kind"]),
@@ -146,11 +158,13 @@ def comparison_table(gs: pd.DataFrame, base: dict) -> dict[str, pd.DataFrame]:
                 "↳ seconds to target vs baseline (ratio)": _rel(r, brow, "seconds_to_target", "ratio", 1, "×{:.2f}"),
                 "Test acc. after epoch 1": cell(r, "first_epoch_test_acc"),
                 "Final test accuracy": cell(r, "final_test_acc"),
-                "Best test accuracy": cell(r, "best_test_acc"),
+                **({"Test acc. at the epoch picked on validation": cell(r, "val_selected_test_acc")} if val else {}),
+                ORACLE: cell(r, "best_test_acc"),
                 "↳ final test acc. vs baseline (pp)": _rel(r, brow, "final_test_acc", "diff", 100, "{:+.2f}"),
                 "Overfitting: train − test accuracy (pp)": cell(r, "generalization_gap"),
                 "Overfitting: test − train loss": cell(r, "loss_gap"),
-                "Compute: seconds per epoch": cell(r, "seconds_per_epoch"),
+                SECONDS_PER_EPOCH[steady]: cell(r, "seconds_per_epoch"),
+                **({"Compute: first epoch (s)": cell(r, "first_epoch_seconds")} if steady else {}),
                 "↳ seconds per epoch vs baseline (ratio)": _rel(r, brow, "seconds_per_epoch", "ratio", 1, "×{:.2f}"),
                 "Compute: parameters": _params(r),
                 "Stability: std of final test acc. across seeds (pp)": _std(r, "final_test_acc", 100),
@@ -181,104 +195,14 @@ def _std(r, metric, scale) -> str:
     return f"{v * scale:.2f} (n={n})" if not pd.isna(v) else f"– (n={n})"
 
 
-# ---------------------------------------------------------------- claims
-
-BASE = "BASE"                # b = the baseline configuration of the context
-BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by mean of the metric)
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    text: str        # what the article says
-    a: str           # kind of configuration a
-    b: str           # kind of configuration b, or BASE / BEST_SINGLE
-    metric: str      # a runs.csv column, or epochs_to_target_censored
-    expect: int      # expected sign of a - b if the claim holds
-    test: str        # "mean" (Welch t-test) or "spread" (Levene test)
-
-
-CLAIMS = [
-    Claim("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", BASE,
-          "epochs_to_target_censored", +1, "mean"),
-    Claim("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", BASE,
-          "epochs_to_target_censored", -1, "mean"),
-    Claim("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", BASE,
-          "seconds_to_target", -1, "mean"),
-    Claim("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", BASE,
-          "generalization_gap", -1, "mean"),
-    Claim("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", BASE,
-          "final_test_acc", +1, "mean"),
-    Claim("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
-          "batchnorm", BASE, "final_test_acc", -1, "spread"),
-    Claim("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", BASE,
-          "seconds_per_epoch", +1, "mean"),
-    Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
-          "single one)", "both", BEST_SINGLE, "final_test_acc", +1, "mean"),
-    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
-          "dropout_before_bn", "both", "final_test_acc", -1, "mean"),
-]
-CLAIM_NOTES = (
-    "Epochs to target: a completed run that never reached the target counts as epochs completed + 1 "
-    "(a lower bound) in claims 1 and 2a. Seconds to target (2b) use only runs that reached it. "
-    "Only completed runs enter a claim; diverged runs are counted in the tables above."
-)
-SCALE = {"final_test_acc": 100, "generalization_gap": 100}
-
-
-def _values(runs, label, metric) -> pd.Series:
-    done = completed(runs[runs["label"].astype(str) == label])
-    if metric == "epochs_to_target_censored":
-        return done["epochs_to_target"].fillna(done["epochs_completed"] + 1).astype(float)
-    return done[metric].astype(float) if metric in done else pd.Series(dtype=float)
-
-
-def claims(coll: Collection, base: dict) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """(one row per claim checked per context, [(claim, why skipped)])."""
-    runs = with_context(coll)
-    rows, skipped = [], []
-    for ctx, g in runs.groupby("context", sort=False):
-        by_kind = {}
-        for lab, kind in zip(g["label"].astype(str), g["kind"]):
-            by_kind.setdefault(kind, lab)
-        b = base.get(ctx)
-        where = "" if ctx == "all" else f" [{ctx}]"
-        for c in CLAIMS:
-            la = by_kind.get(c.a)
-            if c.b == BASE:
-                lb = b
-            elif c.b == BEST_SINGLE:
-                singles = [by_kind[k] for k in ("dropout", "batchnorm") if k in by_kind]
-                means = {lab: _values(g, lab, c.metric).mean() for lab in singles}
-                means = {k: v for k, v in means.items() if not pd.isna(v)}
-                lb = max(means, key=means.get) if len(means) == 2 else None
-            else:
-                lb = by_kind.get(c.b)
-            if la is None or lb is None or la == lb:
-                need = {BASE: "the baseline", BEST_SINGLE: "both 'dropout' and 'batchnorm' (with results)"}
-                miss = c.a if la is None else need.get(c.b, repr(c.b))
-                skipped.append((f"{c.id}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
-                                                  "configuration in these runs"))
-                continue
-            va, vb = _values(g, la, c.metric), _values(g, lb, c.metric)
-            t = stats.compare_means(va, vb, c.expect) if c.test == "mean" else \
-                stats.compare_spread(va, vb, c.expect)
-            sc = SCALE.get(c.metric, 1)
-            rows.append({"claim": c.id, "context": ctx, "text": c.text, "a": la, "b": lb,
-                         "quantity": c.metric + (" (std)" if c.test == "spread" else ""),
-                         "mean_a": t.mean_a * sc, "mean_b": t.mean_b * sc, "diff": t.diff * sc,
-                         "test": "Levene" if c.test == "spread" else "Welch", "p": t.p,
-                         "n_a": t.n_a, "n_b": t.n_b, "verdict": t.verdict, "note": t.note, "scale": sc})
-    return pd.DataFrame(rows), skipped
-
-
 # ---------------------------------------------------------------- optional sections
 
 def chance_or_acc(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed runs with their final test accuracy; diverged runs at chance (1 / classes)."""
-    r = runs[runs["status"].isin(["completed", "diverged"])].copy()
-    chance = 1.0 / r["num_classes"].astype(float)
-    r["acc_for_plot"] = np.where(r["status"] == "diverged", chance, r["final_test_acc"].astype(float))
+    r = runs[runs["status"].isin(["completed", "diverged"]) & ~((runs["status"] == "diverged")
+                                                                & runs["num_classes"].isna())].copy()
+    r["acc_for_plot"] = stats.intention_to_treat(r["final_test_acc"].astype(float), r["status"] == "diverged",
+                                                 r["num_classes"].astype(float)).values
     return r
 
 
@@ -297,40 +221,6 @@ def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_diverged: bool = 
             row[f"{xv:g}"] = txt
         out[s] = row
     return pd.DataFrame(out).T
-
-
-def _vs_ci(g: pd.DataFrame, key: str, scale, digits) -> str:
-    return stats.fmt_ci(stats.mean_ci(g[vs_column(key)]), scale, digits)
-
-
-def variance_shift_table(coll: Collection) -> pd.DataFrame:
-    runs = completed(coll.runs)
-    ratio = vs_column("worst_mean_ratio")
-    runs = runs[runs[ratio].notna()] if ratio in runs else runs.iloc[:0]
-    rows = []
-    for label, g in runs.groupby("label", observed=True):
-        rows.append({
-            "configuration": str(label),
-            "worst layer": ", ".join(sorted(set(g[vs_column("worst_layer")].astype(str)))),
-            "worst-layer mean variance ratio": _vs_ci(g, "worst_mean_ratio", 1, 3),
-            "worst-layer max variance ratio": _vs_ci(g, "worst_max_ratio", 1, 3),
-            "test acc. (running stats)": _vs_ci(g, "test_acc", 100, 2),
-            "test acc. (BN statistics recalibrated)": _vs_ci(g, "test_acc_recalibrated", 100, 2),
-        })
-    return pd.DataFrame(rows)
-
-
-def variance_layers(coll: Collection) -> pd.DataFrame:
-    """Long table: configuration, run, layer, mean_ratio, max_ratio."""
-    runs = completed(coll.runs)
-    rows = []
-    col = vs_column("layers")
-    if col in runs:
-        for _, r in runs.iterrows():
-            for lay in r[col] if isinstance(r[col], list) else []:
-                rows.append({"configuration": str(r["label"]), "run": r["run"], "layer": lay.get("name"),
-                             "mean_ratio": lay.get("mean_ratio"), "max_ratio": lay.get("max_ratio")})
-    return pd.DataFrame(rows, columns=["configuration", "run", "layer", "mean_ratio", "max_ratio"])
 
 
 # (Inference field, its name in the table, digits); one column per mode (as trained, BN folded)

@@ -1,0 +1,238 @@
+"""The claims check: each claim of the article, per context, as one row of one table with its test
+(measures.py: which runs and values enter, and how each quantity is tested), effect size, raw and
+Holm-adjusted p and verdict; one trainability row per comparison with failed runs; and for every
+inconclusive row the seeds per arm that would detect a stated minimal effect (MIN_EFFECTS).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import power, stats
+from .collect import Collection
+from .markdown import ci_text
+from .measures import CHANCE_MARGIN, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \
+    measure, steady_note, trainability
+from .tables import with_context
+
+
+@dataclass(frozen=True)
+class MinEffect:
+    value: float     # in the analysis scale of the test (pp; epochs; fraction; ratio)
+    text: str        # in report units
+
+
+# The smallest effects the power statements are about, one per kind of quantity.
+MIN_EFFECTS = {
+    "pp": MinEffect(0.2, "0.2 pp of accuracy"),
+    "epochs": MinEffect(1.0, "1 epoch"),
+    "ratio": MinEffect(0.10, "10% of seconds"),
+    "spread": MinEffect(2.0, "a 2x ratio of standard deviations"),
+    "failed": MinEffect(0.5, "50 pp of runs failing (from the lower arm's observed fraction)"),
+}
+
+BASE = "BASE"                # b = the baseline configuration of the context
+BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by mean final test accuracy, ITT)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str        # what the article says
+    a: str           # kind of configuration a
+    b: str           # kind of configuration b, or BASE / BEST_SINGLE
+    measure: str     # key of MEASURES
+    expect: int      # expected sign of a - b if the claim holds
+
+
+CLAIMS = [
+    Claim("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", BASE,
+          "epochs_to_target", +1),
+    Claim("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", BASE,
+          "epochs_to_target", -1),
+    Claim("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", BASE,
+          "seconds_to_target", -1),
+    Claim("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", BASE,
+          "generalization_gap", -1),
+    Claim("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", BASE,
+          "final_test_acc", +1),
+    Claim("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
+          "batchnorm", BASE, "final_test_acc_spread", -1),
+    Claim("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", BASE,
+          "seconds_per_epoch", +1),
+    Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
+          "single one)", "both", BEST_SINGLE, "final_test_acc", +1),
+    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
+          "dropout_before_bn", "both", "final_test_acc", -1),
+]
+BN_KINDS = {"batchnorm", "both", "dropout_before_bn"}
+COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic", "value_a", "value_b",
+           "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
+           "seeds_per_arm", "n_a", "n_b", "note"]
+
+
+@dataclass
+class ClaimsTable:
+    df: pd.DataFrame               # COLUMNS, one row per test
+    skipped: list                  # [(claim, why not checked)]
+    m: int                         # Holm family size: rows with a finite p_value
+
+
+# ---------------------------------------------------------------- the table
+
+def _labels_by_kind(g: pd.DataFrame) -> dict:
+    out = {}
+    for lab, kind in zip(g["label"].astype(str), g["kind"]):
+        out.setdefault(kind, lab)
+    return out
+
+
+def _best_single(g: pd.DataFrame, by_kind: dict) -> str | None:
+    means = {}
+    for k in ("dropout", "batchnorm"):
+        if k in by_kind:
+            v = itt_values(arm(g, by_kind[k])[0])[0]
+            if len(stats.clean(v)):
+                means[by_kind[k]] = float(stats.clean(v).mean())
+    return max(means, key=means.get) if len(means) == 2 else None
+
+
+def _row(cid, ctx, text, la, lb, quantity, unit, r: Result, expect, notes) -> dict:
+    return {"claim": cid, "context": ctx, "text": text, "a": la, "b": lb, "quantity": quantity, "unit": unit,
+            "statistic": r.statistic, "value_a": r.value_a, "value_b": r.value_b, "diff": r.diff,
+            "diff_ci_low": r.ci_low, "diff_ci_high": r.ci_high, "hedges_g": r.hedges_g, "test": r.test,
+            "p_value": r.p, "n_a": r.n_a, "n_b": r.n_b, "note": "; ".join(n for n in r.notes + notes if n),
+            "_result": r, "_expect": expect}
+
+
+def claim_rows(coll: Collection, base: dict) -> tuple[list[dict], list, dict]:
+    """Claim rows of every context, the claims not checked, and {(kind a, kind b): {context: (la, lb)}}."""
+    runs = with_context(coll)
+    rows, skipped, pairs = [], [], {}
+    for ctx, g in runs.groupby("context", sort=False):
+        by_kind = _labels_by_kind(g)
+        where = "" if ctx == "all" else f" [{ctx}]"
+        for c in CLAIMS:
+            la = by_kind.get(c.a)
+            lb = base.get(ctx) if c.b == BASE else _best_single(g, by_kind) if c.b == BEST_SINGLE else by_kind.get(c.b)
+            if la is None or lb is None or la == lb:
+                need = {BASE: "the baseline", BEST_SINGLE: "both 'dropout' and 'batchnorm' (with results)"}
+                miss = c.a if la is None else need.get(c.b, repr(c.b))
+                skipped.append((f"{c.id}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
+                                                  "configuration in these runs"))
+                continue
+            (ga, out_a), (gb, out_b) = arm(g, la), arm(g, lb)
+            m = MEASURES[c.measure]
+            res = measure(m, ga, gb)
+            notes = [f"left out: {out_a or 'none'} vs {out_b or 'none'}" if out_a or out_b else ""]
+            if m.column in TIMING:
+                notes += [steady_note(ga, gb) if m.column == "seconds_per_epoch" else "", env_note(ga, gb)]
+            rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, res, c.expect, notes))
+            kind = dict(zip(g["label"].astype(str), g["kind"]))
+            pairs.setdefault((kind[la], kind[lb]), {})[ctx] = (la, lb)
+    return rows, skipped, pairs
+
+
+def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
+    """One row per compared pair of kinds with failed runs, pooling the contexts as strata."""
+    runs = coll.runs.assign(_failed=failed_to_train(coll.runs))
+    rows = []
+    for (ka, kb), per_ctx in pairs.items():
+        strata = []
+        for la, lb in per_ctx.values():
+            (ga, _), (gb, _) = arm(runs, la), arm(runs, lb)
+            strata.append((int(ga["_failed"].sum()), len(ga), int(gb["_failed"].sum()), len(gb)))
+        if not sum(s[0] + s[2] for s in strata):
+            continue
+        expect = -1 if ka in BN_KINDS and kb not in BN_KINDS else +1
+        text = (f"Batch norm stabilises training: fewer runs of {ka} than of {kb} fail to train" if expect < 0
+                else f"{ka} fails to train more often than {kb}")
+        text += f" (diverged, or final test accuracy below chance + {CHANCE_MARGIN * 100:g} pp)"
+        ctxs = list(per_ctx)
+        single = len(ctxs) == 1
+        la, lb = per_ctx[ctxs[0]] if single else (ka, kb)
+        context = ctxs[0] if single else "pooled over " + ", ".join(ctxs)
+        rows.append(_row(f"T{len(rows) + 1}", context, text, la, lb, "failed to train", "failed",
+                         trainability(strata), expect, []))
+    return rows
+
+
+def seeds_needed(r: Result, unit: str, m: int) -> tuple[int | None, str]:
+    """(seeds per arm that would detect MIN_EFFECTS[unit] at 80% power and alpha/m, or None when no
+    such number follows; the sentence saying so)."""
+    eff = MIN_EFFECTS[unit]
+    limit = power.FISHER_N_MAX if unit == "failed" else power.N_MAX
+    if unit == "failed":
+        low = float(min(r.a[0], r.b[0]))
+        n, how = power.fisher_seeds(low, min(1.0, low + eff.value), m=m), "Fisher's test, exact"
+    elif unit == "spread":
+        n, how = power.spread_seeds(eff.value, m=m), "F test of two variances"
+    else:
+        effect = math.log1p(eff.value) if unit == "ratio" else eff.value
+        sd = stats.pooled_sd(r.a, r.b)
+        if not (math.isfinite(sd) and sd > 0):
+            if r.test.startswith("rank"):
+                return None, (f"no spread among the runs that reached the target, so no power calculation; the "
+                              f"rank test needs at least {power.separation_seeds(m=m)} seeds per arm to reach "
+                              "alpha/m at all")
+            return None, f"no spread observed, so no sample size follows for {eff.text}"
+        if r.test.startswith("rank"):
+            n, how = power.rank_seeds(effect, sd, m=m), "t test on the runs that reached the target / 3/pi"
+        else:
+            n, how = power.seeds_per_arm(effect, sd, m=m), "two-sample t test, pooled observed spread"
+    if n is None or n > limit:
+        return None, f"more than {limit} seeds per arm would be needed to detect {eff.text} ({how})"
+    return n, f"{n} seeds per arm would detect {eff.text} at 80% power and alpha/m ({how})"
+
+
+def tost_note(r: Result, unit: str, m: int) -> str:
+    """Equivalence within the minimal effect by TOST at alpha/m, when it holds (a note, never a verdict)."""
+    if unit not in ("pp", "ratio") or not r.test.startswith("Welch"):
+        return ""
+    margin = math.log1p(MIN_EFFECTS[unit].value) if unit == "ratio" else MIN_EFFECTS[unit].value
+    e = stats.tost(r.a, r.b, margin)
+    if not (math.isfinite(e.p) and e.p < stats.ALPHA / m):
+        return ""
+    return f"TOST: the difference lies within ±{MIN_EFFECTS[unit].text} (p = {e.p:.2g} < alpha/m)"
+
+
+def claims(coll: Collection, base: dict) -> ClaimsTable:
+    """Every claim row and trainability row, Holm-adjusted as one family, with verdicts and power."""
+    rows, skipped, pairs = claim_rows(coll, base)
+    rows += trainability_rows(coll, pairs)
+    if not rows:
+        return ClaimsTable(pd.DataFrame(columns=COLUMNS), skipped, 0)
+    df = pd.DataFrame(rows)
+    m = stats.family_size(df["p_value"])
+    df["p_holm"] = stats.holm(df["p_value"])
+    verdicts, reasons, seeds = [], [], []
+    for _, row in df.iterrows():
+        r: Result = row["_result"]
+        v = stats.verdict(r.direction, row["p_holm"], row["_expect"], why_no_p=r.reason, min_p=r.min_p)
+        why, n = v.reason, math.nan
+        if v.verdict == stats.INCONCLUSIVE:
+            k, sentence = seeds_needed(r, row["unit"], max(m, 1))
+            why += f"; {sentence}"
+            n = k if k else math.nan
+            tn = tost_note(r, row["unit"], max(m, 1))
+            why += f"; {tn}" if tn else ""
+        verdicts.append(v.verdict)
+        reasons.append(why)
+        seeds.append(n)
+    df["verdict"], df["reason"] = verdicts, reasons
+    df["seeds_per_arm"] = pd.array([None if math.isnan(n) else int(n) for n in seeds], dtype="Int64")
+    return ClaimsTable(df[COLUMNS], skipped, m)
+
+
+def verdict_text(row) -> str:
+    """'**inconclusive**: a − b between -0.4 and +0.2 pp; ...': the verdict with what the data allow."""
+    out = f"**{row['verdict']}**"
+    lo, hi = row["diff_ci_low"], row["diff_ci_high"]
+    if row["verdict"] == stats.INCONCLUSIVE and math.isfinite(lo) and math.isfinite(hi):
+        if row["unit"] == "ratio":
+            out += f": a / b {ci_text((lo - 1) * 100, (hi - 1) * 100, '%', 0)} (95% CI)"
+        else:
+            out += f": a − b {ci_text(lo, hi, 'pp' if row['unit'] == 'pp' else row['unit'], 2)} (95% CI)"
+    return out + f" — {row['reason']}"
