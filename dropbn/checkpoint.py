@@ -13,7 +13,10 @@ from pathlib import Path
 
 import torch
 
+from .errors import DropbnError, first_line
 from .runs import CHECKPOINT, RunDir, atomic_write_bytes
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "metrics", "train_seconds", "config")
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -26,11 +29,23 @@ def save_checkpoint(rd: RunDir, state: dict) -> None:
     atomic_torch_save(state, rd.file(CHECKPOINT))
 
 
-def load_checkpoint(rd: RunDir) -> dict | None:
+def load_checkpoint(rd: RunDir, mmap: bool = False) -> dict | None:
+    """The run folder's checkpoint, None if it has none; a DropbnError (one line) if it is unreadable.
+    mmap=True maps the tensors instead of reading them (cheap when only epoch and config are needed)."""
     p = rd.file(CHECKPOINT)
-    if not p.exists():
+    if not os.path.lexists(p):
         return None
-    return torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False, mmap=mmap)
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    except Exception as e:  # truncated, not a torch file, a folder, unreadable ...
+        why = f"{type(e).__name__}: {first_line(e)}"
+    else:
+        if not missing and isinstance(ckpt["epoch"], int):
+            return ckpt
+        why = f"missing {', '.join(missing)}" if missing else f"epoch={ckpt['epoch']!r}"
+    raise DropbnError(f"{p} is corrupt ({why[:160]}); train.force=true restarts the run, "
+                      f"or delete the checkpoint") from None
 
 
 def _git_commit() -> str | None:

@@ -47,23 +47,29 @@ def _train_app():
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def train(cfg):
         from .config import validate
+        from .device import check_available
+        from .job import JobRecord
         from .objective import objective
         from .train import run
 
         hc = HydraConfig.get()
+        record = JobRecord(HydraConfig.instance().cfg, cfg)  # .hydra/ and train.log, once run() trains
         try:
             validate(cfg)
+            check_available(cfg.device)  # here too: a remote launcher's job may land on another machine
             if str(hc.mode) == "RunMode.MULTIRUN":  # which run of how many (total from the pre-check)
                 total = os.environ.get("DROPBN_SWEEP_JOBS", "?")
                 logging.getLogger("dropbn").info(f"=== run {hc.job.num + 1}/{total}: {hc.job.override_dirname}")
             launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
-                summary = run(cfg, hc.runtime.output_dir, launcher=launcher)  # run() writes every status
+                summary = run(cfg, hc.runtime.output_dir, launcher=launcher, start=record.start)
             if summary is None:  # another process holds the run's claim and trains it
                 return None
             return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
             fail(e)
+        finally:
+            record.close()
 
     return train
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from .errors import ConfigError
+from .identity import folder_name
 from .schema import RULES, Config
 
 
@@ -30,11 +31,6 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
-def dirname(override_dirname: str) -> str:
-    """Folder name of a run: its overrides (Hydra's override_dirname), or 'run' if none."""
-    return override_dirname.replace("/", "_") if override_dirname else "run"
-
-
 def gpus_for(device) -> int | None:
     """GPUs a SLURM/submitit job asks for: 1 when device=cuda / cuda:N, else none."""
     return 1 if str(device).startswith("cuda") else None
@@ -42,7 +38,7 @@ def gpus_for(device) -> int | None:
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dropbn_dirname"):
-        OmegaConf.register_new_resolver("dropbn_dirname", dirname)
+        OmegaConf.register_new_resolver("dropbn_dirname", folder_name)  # dropbn/identity.py
     if not OmegaConf.has_resolver("dropbn_gpus"):
         OmegaConf.register_new_resolver("dropbn_gpus", gpus_for)
 
@@ -92,10 +88,18 @@ def _fit_schema(cfg: DictConfig) -> None:
 
 
 def _check_folders(cfg: DictConfig) -> None:
+    """Folders dropbn creates: neither they nor a folder above them may be a file."""
     for key in ("out_root", "data.cache_dir"):
         v = OmegaConf.select(cfg, key)
-        if v and Path(v).expanduser().is_file():
-            raise ConfigError(key, v, "is a file; must be a folder (created if missing)")
+        if not v:
+            continue
+        p = Path(v).expanduser()
+        for q in (p, *p.parents):
+            if os.path.exists(q):
+                if not os.path.isdir(q):
+                    where = "is a file" if q == p else f"is below the file {q}"
+                    raise ConfigError(key, v, f"{where}; must be a folder path (created if missing)")
+                break
 
 
 def _check_data(d: DictConfig, src) -> int | None:

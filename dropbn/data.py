@@ -1,7 +1,8 @@
 """Data: files on disk -> uint8 tensors (cached) -> resident tensors -> batches.
 
 Each split is decoded once into a uint8 tensor of shape (N, C, H, W) and cached
-in a writable cache folder (never the data root, which may be read-only). During
+in a cache folder (never the data root, which may be read-only); a cache entry,
+once built, is read without a lock, so a read-only cache works. During
 training the tensors stay resident on the training device; batches are drawn by
 indexing a seeded permutation and normalised on the fly. No per-sample Python,
 no PIL in the loop.
@@ -24,6 +25,9 @@ from . import readers
 from .datasets import DATASETS, DatasetFacts
 from .errors import DataError, first_line
 from .checkpoint import atomic_torch_save
+from .identity import fingerprint as content_fingerprint
+from .identity import resolve_cache_dir
+from .runs import TMP_SUFFIX
 
 CACHE_VERSION = 1
 # torchvision's file layouts under the data root
@@ -75,16 +79,6 @@ def resolve_root(root) -> Path:
     if root:
         return Path(root).expanduser()
     return Path(os.environ.get("DROPBN_DATA_DIR") or "data").expanduser()
-
-
-def resolve_cache_dir(cache_dir) -> Path:
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("DROPBN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dropbn"
 
 
 # ---------------------------------------------------------------- sources
@@ -188,37 +182,86 @@ def _fingerprint(files: list[Path], extra: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_raw(cfg) -> dict:
-    """Decoded uint8 arrays for both splits, through the cache. Keys: train, test, classes."""
+def data_files(cfg) -> list[Path]:
+    """The files (or folder) the data set of `cfg` (the data config) is read from, fetched if missing."""
     src = source(cfg.name)
     root = resolve_root(cfg.root)
     files = src.files(root, cfg)
     _ensure_files(cfg.name, root, files, bool(cfg.download))
+    return files
+
+
+def fingerprint(cfg) -> str:
+    """The content hash of the data set's files (dropbn.identity.fingerprint): what a run's identity
+    holds as data.fingerprint, the same wherever the files live."""
+    files = data_files(cfg)
+    try:
+        return content_fingerprint(files, cfg.cache_dir)
+    except OSError as e:
+        raise DataError(f"cannot read {e.filename or files[0]}: {e.strerror or first_line(e)}") from None
+
+
+def _cached(target: Path) -> dict | None:
+    """A built cache entry, or None (missing or unreadable). Entries appear by atomic rename, so a
+    reader needs no lock: a read-only cache works once built."""
+    if not target.is_file():
+        return None
+    try:
+        return torch.load(target, weights_only=False)
+    except Exception:
+        return None
+
+
+def _check_classes(classes: list, src: Source, where: Path) -> None:
+    if src.facts and classes != list(src.facts.classes):
+        raise DataError(f"{where} holds the classes {classes}, not those of {src.facts.label}: "
+                        f"{list(src.facts.classes)}")
+    if len(classes) < 2:
+        raise DataError(f"{where} holds {len(classes)} class{'' if len(classes) == 1 else 'es'} {classes}; "
+                        f"a classifier needs at least 2 (train/<class>/ folders)")
+
+
+def load_raw(cfg) -> dict:
+    """Decoded uint8 arrays for both splits, through the cache. Keys: train, test, classes."""
+    src = source(cfg.name)
+    files = data_files(cfg)
     key = _fingerprint(files, f"{cfg.name}|{cfg.get('image_size')}")
     cache = resolve_cache_dir(cfg.cache_dir)
+    target = cache / f"{cfg.name}-{key}.pt"
+    out = _cached(target)
+    if out is None:
+        out = _build(src, files, cfg, cache, target)
+    _check_classes(list(out["classes"]), src, files[0])
+    return out
+
+
+def _build(src: Source, files: list[Path], cfg, cache: Path, target: Path) -> dict:
+    """Decode the files into the cache entry `target`, under its lock (one builder at a time)."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(target) + ".lock", timeout=600)
+        lock.acquire()
     except OSError as e:
-        raise DataError(f"cache folder {cache} is not writable ({e.strerror}); set "
-                        f"data.cache_dir or DROPBN_CACHE_DIR") from None
-    target = cache / f"{cfg.name}-{key}.pt"
-    with FileLock(str(target) + ".lock", timeout=600):
-        if target.exists():
-            try:
-                return torch.load(target, weights_only=False)
-            except Exception:
-                target.unlink(missing_ok=True)  # truncated by a crash elsewhere: rebuild
+        raise DataError(f"cache folder {cache} is not writable ({e.strerror}) and has no entry for "
+                        f"{cfg.name}; set data.cache_dir or DROPBN_CACHE_DIR") from None
+    try:
+        out = _cached(target)  # built by another process while this one waited
+        if out is not None:
+            return out
+        for p in cache.glob(f".{target.name}.*{TMP_SUFFIX}"):  # an interrupted build's leftovers
+            p.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # unreadable (truncated by a crash elsewhere): rebuild
         arrays = src.read(files, cfg)
         classes = list(arrays.get("classes") or src.facts.classes)
-        if src.facts and classes != list(src.facts.classes):
-            raise DataError(f"{files[0]} holds the classes {classes}, not those of {src.facts.label}: "
-                            f"{list(src.facts.classes)}")
+        _check_classes(classes, src, files[0])
         out = {s: (torch.from_numpy(np.ascontiguousarray(arrays[s][0])),
                    torch.from_numpy(np.asarray(arrays[s][1], dtype=np.int64)))
                for s in ("train", "test")}
         out["classes"] = classes
         atomic_torch_save(out, target)
         return out
+    finally:
+        lock.release()
 
 
 def data_label(cfg) -> str:

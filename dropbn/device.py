@@ -1,7 +1,8 @@
 """Where a run computes: the device, its memory layout, the thread count, synchronisation.
 
 One place for the rules that training, diagnostics and the benchmark share:
-`resolve_device` ("auto" = cuda > mps > cpu), `uses_channels_last` (which models
+`resolve_device` ("auto" = cuda > mps > cpu; a device this machine lacks is one
+line, DropbnError, via `check_available`), `uses_channels_last` (which models
 train in channels_last layout) with `place` (a model on its device, in that layout),
 `set_threads` (the torch thread count: the configured one, else the run's share of
 the cores under a parallel launcher, dropbn/parallel.py), `tune_backends` and `sync`.
@@ -11,17 +12,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import DropbnError
 from .parallel import run_threads
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def check_available(spec) -> None:
+    """Raise DropbnError (one line) when device `spec` (cuda, cuda:N, mps) is not on this machine."""
+    spec = str(spec)
+    if spec.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(spec.partition(":")[2] or 0)
+        if n == 0:
+            raise DropbnError(f"device={spec}: no CUDA device is available here (torch {torch.__version__}, "
+                              f"CUDA {torch.version.cuda or 'not built in'}); use device=cpu or device=auto")
+        if index >= n:
+            raise DropbnError(f"device={spec}: only {n} CUDA device{'s' if n > 1 else ''} here "
+                              f"(cuda:0{f' .. cuda:{n - 1}' if n > 1 else ''})")
+    elif spec == "mps" and not _mps_available():
+        raise DropbnError("device=mps: MPS (Apple GPU) is not available here; use device=cpu or device=auto")
+
+
 def resolve_device(spec) -> torch.device:
-    """"auto" -> cuda if available, else mps, else cpu; anything else as torch spells it."""
+    """"auto" -> cuda if available, else mps, else cpu; anything else as torch spells it, if available."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    check_available(spec)
     return torch.device(spec)
 
 

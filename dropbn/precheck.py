@@ -7,8 +7,10 @@ job the command asks for — each combination of a -m sweep, including the
 `hydra.sweeper.params` of an +exp preset — through Hydra's compose API, runs
 `validate()` on each (dropbn/config.py: the schema's rules), and raises a
 `DropbnError` whose message is the one line `<key>=<value>: <what is allowed>`,
-quoting the value as the command line gave it. `precheck` prints it as
-`dropbn: error: ...` and exits with code 2.
+quoting the value as the command line gave it. Then what the jobs need from
+this machine: the devices they name (when the launcher runs them here; a remote
+launcher's jobs check on their own machine) and a writable place for the run or
+sweep folder. `precheck` prints an error as `dropbn: error: ...` and exits with code 2.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from .errors import ConfigError, DropbnError, fail, first_line
 
 # flags after which Hydra does not run the job (help, info, ...): nothing to check
 _NO_JOB_FLAGS = ("help", "hydra_help", "version", "shell_completion", "info", "experimental_rerun")
+# launchers whose jobs run on this machine (class names): their devices are checked before anything runs
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher")
 GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
@@ -161,10 +165,17 @@ def check_args(args: list[str], config_dir=None, config_name: str = "train") -> 
                                job_name="dropbn"):
         loader = GlobalHydra.instance().config_loader()
         jobs = _unique_jobs(name, a, loader)
+        cfgs = []
         for job in jobs:
             cfg = _compose(name, list(job), loader)
             if not a.cfg:  # --cfg job/hydra/all shows the config: values are not judged
                 _validate(cfg, list(job), loader)
+                cfgs.append(cfg)
+        if cfgs:
+            hydra_cfg = _compose(name, list(jobs[0]), loader, hydra=True)
+            if _runs_here(hydra_cfg.hydra.launcher):
+                _check_devices(cfgs)
+            _check_writable(hydra_cfg, a.multirun, loader)
     if a.multirun:
         os.environ["DROPBN_SWEEP_JOBS"] = str(len(jobs))
     return len(jobs)
@@ -191,6 +202,37 @@ def job_folders(args: list[str], config_dir=None, config_name: str = "train") ->
 
 def _unique_jobs(name: str, a, loader) -> list[tuple]:
     return list(dict.fromkeys(map(tuple, _jobs(name, list(a.overrides), a.multirun, loader))))
+
+
+def _runs_here(launcher) -> bool:
+    target = str((launcher or {}).get("_target_", "BasicLauncher"))
+    return target.rpartition(".")[2] in LOCAL_LAUNCHERS
+
+
+def _check_devices(cfgs) -> None:
+    """Every device the jobs name is on this machine (device=cuda, cuda:N, mps): one line if not."""
+    wanted = sorted({str(c.device) for c in cfgs} - {"auto", "cpu"})
+    if wanted:
+        from .device import check_available  # imports torch: only when a job names an accelerator
+
+        for spec in wanted:
+            check_available(spec)
+
+
+def _check_writable(hydra_cfg, multirun: bool, loader) -> None:
+    """The run folder (or a sweep's folder) exists or can be created. An existing run folder may be
+    read-only (a finished run is skipped without writing); a sweep writes multirun.yaml into its folder."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        target = Path(str(OmegaConf.select(hydra_cfg, key)))
+    except Exception as e:  # the folder name's resolver could not read data.path
+        raise OverrideError(explain(e, [], loader)) from None
+    existing = next(q for q in (target, *target.parents) if os.path.exists(q) or q == q.parent)
+    if existing == target and not multirun:
+        return
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "a sweep (-m) writes multirun.yaml there" if existing == target else f"cannot create {target}"
+        raise DropbnError(f"{existing} is not writable; {what}; choose another out_root=... or name=...")
 
 
 def _jobs(name: str, overrides: list[str], multirun: bool, loader) -> list[list[str]]:

@@ -3,6 +3,12 @@
 What `dropbn train` writes and `dropbn report` reads. The report never imports
 torch, so neither does this module; checkpoint.pt and the environment record
 (both need torch) live in dropbn/checkpoint.py.
+
+A run's identity is its recorded config (`recorded_config`: the resolved config
+plus the data's content fingerprint) less the keys that say where or how it runs
+(NON_RESULT_KEYS). A folder is reused only by a run of the same identity
+(`differing_keys`, `IdentityError`), and a finished run is trusted only while its
+summary, metrics and checkpoint agree (`finished_problem`).
 """
 from __future__ import annotations
 
@@ -14,34 +20,40 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import DropbnError
+from .identity import FINGERPRINT_KEY
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MODEL_TXT = "model.txt"
-HYDRA_DIR = ".hydra"                 # Hydra's record of the run's config and overrides
-HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
-# statuses of a finished run: re-running its command skips it (train.force=true re-trains it);
-# a diverged run diverges again the same way, so it is finished too
-FINISHED = ("completed", "diverged")
+TRAIN_LOG = "train.log"
+HYDRA_DIR = ".hydra"                 # the record of the run's config and overrides, in Hydra's layout
+HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"        # the recorded config (as in summary.json)
+HYDRA_OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the command line's overrides of this run
+HYDRA_HYDRA = f"{HYDRA_DIR}/hydra.yaml"          # Hydra's own config of the job
+FOLDER_NAME = f"{HYDRA_DIR}/folder_name.txt"     # the folder's name before shortening (dropbn.identity)
+TMP_SUFFIX = ".tmp"                  # atomic writes: .<name>.<random>.tmp, renamed over <name>
+FINISHED = ("completed", "diverged")  # statuses of a run that ended: re-running skips it
 
 
 # ---------------------------------------------------------------- which config keys identify a run
 # Keys that say where or how a run executes, not what it computes. Folder names, resume and report
 # grouping all start from this one list; where a use differs, the difference is named below, once.
+# data.path says where the data is, not what it holds: the data takes part by its content
+# fingerprint, data.fingerprint (dropbn.identity), which the recorded config adds and folder names show.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
                    "train.diagnostics", "train.tensorboard", "train.objective", "train.claim_timeout",
                    "data.root", "data.cache_dir", "data.download", "data.path", "study")
+# Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
+LOCAL_PATHS = ("data.root", "data.cache_dir")
 # Command-line choices that are not config values (a preset, a launcher): only folder names see them.
 LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
-# Where an image folder lives: left out of folder names and report grouping, but checked on resume,
-# because two paths may hold different images (until a content fingerprint can tell).
-RESUME_CHECKED = ("data.path",)
-# The seeds change results, so folder names and resume keep them; the report pools runs over them
-# (replicates: the seed of the run, and that of its training subset and validation split).
+# The seeds change results, so folder names and the identity keep them; the report pools runs over
+# them (replicates: the seed of the run, and that of its training subset and validation split).
 POOLED_IN_REPORT = ("seed", "data.split_seed")
 
 FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
-RESUME_IGNORED = tuple(k for k in NON_RESULT_KEYS if k not in RESUME_CHECKED)
 REPORT_IGNORED = (*POOLED_IN_REPORT, *NON_RESULT_KEYS)
 
 
@@ -50,20 +62,67 @@ def among(key: str, keys) -> bool:
     return any(key == k or key.startswith(k + ".") for k in keys)
 
 
-def same_config(saved: dict, current: dict) -> bool:
-    """Whether a checkpoint's config and the current one describe the same run (RESUME_IGNORED aside)."""
-    def strip(c):
-        c = copy.deepcopy(c)
-        for key in RESUME_IGNORED:
-            *parents, leaf = key.split(".")
-            node = c
-            for p in parents:
-                node = node.get(p, {}) if isinstance(node, dict) else {}
-            if isinstance(node, dict):
-                node.pop(leaf, None)
-        return c
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1} (lists stay values)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
-    return strip(saved) == strip(current)
+
+def _set(config: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def recorded_config(config: dict, fingerprint: str) -> dict:
+    """What a run folder records as its config (summary.json, checkpoint.pt, .hydra/config.yaml): the
+    resolved config with the data's content fingerprint as data.fingerprint and LOCAL_PATHS as null."""
+    out = copy.deepcopy(config)
+    _set(out, FINGERPRINT_KEY, fingerprint)
+    for key in LOCAL_PATHS:
+        _set(out, key, None)
+    return out
+
+
+def result_config(config: dict) -> dict:
+    """A run's identity: its (recorded) config as dotted keys, less NON_RESULT_KEYS."""
+    return {k: v for k, v in flatten(config).items() if not among(k, NON_RESULT_KEYS)}
+
+
+def differing_keys(saved: dict, current: dict) -> list[str]:
+    """The identity keys whose values differ. A key that only one side has is not compared: a
+    record written before that key existed (or after it was dropped) still matches."""
+    a, b = result_config(saved), result_config(current)
+    return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a recorded config and the current one describe the same run (NON_RESULT_KEYS aside)."""
+    return not differing_keys(saved, current)
+
+
+class IdentityError(DropbnError):
+    """A run folder holds a run of another config."""
+
+    def __init__(self, path, saved: dict, current: dict):
+        keys = differing_keys(saved, current)
+        a, b = result_config(saved), result_config(current)
+        shown = ", ".join(f"{k}={_show(a[k])} (now {_show(b[k])})" for k in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        super().__init__(f"{path} holds a run of another config: {shown}{more}; train.force=true "
+                         f"replaces it, or choose another folder (another name=..., or hydra.run.dir=...)")
+        self.keys = keys
+
+
+def _show(v) -> str:
+    return json.dumps(v, default=str) if not isinstance(v, str) else v
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -94,7 +153,7 @@ def atomic_write_bytes(data: bytes, path) -> None:
     """Write to a temp file in the same folder, fsync, rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -141,9 +200,25 @@ class RunDir:
 
     def read_summary(self) -> dict | None:
         try:
-            return json.loads(self.file(SUMMARY).read_text())
+            s = json.loads(self.file(SUMMARY).read_text())
         except (OSError, ValueError):
             return None
+        return s if isinstance(s, dict) else None
+
+    def read_metrics(self) -> list[dict] | None:
+        """metrics.csv's rows (values as text); None when it is missing or unreadable."""
+        try:
+            with open(self.file(METRICS), newline="") as f:
+                return [row for row in csv.DictReader(f) if row]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return None
+
+    def check_file_types(self) -> None:
+        """One line (DropbnError) for a run file that is there but not a file (e.g. a folder)."""
+        for name in (SUMMARY, METRICS, CHECKPOINT, TRAIN_LOG):
+            p = self.file(name)
+            if os.path.lexists(p) and not p.is_file():
+                raise DropbnError(f"{p} is not a file (a folder?); remove it, or train this run in another folder")
 
     def is_completed(self) -> bool:
         s = self.read_summary()
@@ -164,6 +239,43 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write_text(text, self.file(name))
+
+
+def finished_problem(summary: dict, rows: list[dict] | None, checkpoint_rows: int | None) -> str | None:
+    """Why the files of a finished run disagree, or None when they agree: the summary's
+    epochs_completed is where metrics.csv (`rows`) ends, and checkpoint.pt, where there is one,
+    holds as many metrics rows as metrics.csv (`checkpoint_rows`). A committed run record,
+    summary.json and metrics.csv without a checkpoint, is complete."""
+    done = summary.get("epochs_completed")
+    if not isinstance(done, (int, float)) or isinstance(done, bool):
+        return f"summary.json has no epoch count (epochs_completed={done!r})"
+    if rows is None:
+        return "metrics.csv is missing or unreadable"
+    try:
+        last = float(rows[-1]["epoch"]) if rows else 0.0
+    except (KeyError, TypeError, ValueError):
+        return "metrics.csv has no epoch column"
+    if last != done:
+        return f"summary.json says {done} epochs, metrics.csv ends at epoch {last:g}"
+    if checkpoint_rows is not None and checkpoint_rows != len(rows):
+        return f"metrics.csv holds {len(rows)} epochs, checkpoint.pt {checkpoint_rows}"
+    return None
+
+
+def remove_stale_tmp(run_dir) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in a run folder (and its .hydra/).
+    Call it only while this process owns the run (it trains it): another one may be mid-write."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / HYDRA_DIR):
+        try:
+            leftovers = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)]
+        except OSError:
+            continue
+        for p in leftovers:
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def is_run_dir(p: Path) -> bool:

@@ -20,6 +20,7 @@ no registry first, so that most bad values are reported without torch.
 """
 import copy
 import importlib
+import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
@@ -63,6 +64,7 @@ class Int(Rule):
 
 @dataclass(frozen=True)
 class Num(Rule):
+    """A finite number (never nan or inf) in a range; hi=None: no upper bound."""
     lo: float
     hi: Optional[float] = None
     lo_open: bool = False
@@ -72,13 +74,14 @@ class Num(Rule):
     def ok(self, v) -> bool:
         if v is None:
             return self.null
-        return _is_num(v) and not ((v <= self.lo if self.lo_open else v < self.lo) or
-                                   (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)))
+        return _is_num(v) and math.isfinite(v) and not (
+            (v <= self.lo if self.lo_open else v < self.lo) or
+            (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)))
 
     @property
     def allowed(self) -> str:
         rng = (f"{'(' if self.lo_open else '['}{self.lo}, {self.hi if self.hi is not None else 'inf'}"
-               f"{')' if self.hi_open else ']'}")
+               f"{')' if self.hi_open or self.hi is None else ']'}")
         return f"must be a number in {rng}" + (" or null" if self.null else "")
 
 

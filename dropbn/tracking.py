@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DropbnError
-from .runs import CHECKPOINT, METRICS, RESUME_IGNORED, SUMMARY
+from .runs import CHECKPOINT, FINISHED, METRICS, NON_RESULT_KEYS, SUMMARY
 
 try:  # optional dependency (the `tracking` extra)
     from torch.utils.tensorboard import SummaryWriter
@@ -35,7 +35,6 @@ except ImportError:
     SummaryWriter = hparams_summaries = None
 
 EVENTS_GLOB = "events.out.tfevents.*"
-FINISHED = ("completed", "diverged")
 RUN_MARKERS = (SUMMARY, METRICS, CHECKPOINT, ".hydra")  # a folder holding one of these is a run folder
 # summary.json numbers shown next to the hyperparameters (those a run has)
 SUMMARY_METRICS = ("final_test_acc", "final_test_loss", "best_test_acc", "final_train_acc", "final_train_loss",
@@ -74,7 +73,7 @@ def hyperparameters(config: dict) -> dict:
     def walk(node, prefix):
         for k, v in node.items():
             key = f"{prefix}{k}"
-            if key in RESUME_IGNORED:
+            if key in NON_RESULT_KEYS:
                 continue
             if isinstance(v, dict):
                 walk(v, key + ".")

@@ -1,7 +1,8 @@
 """The training loop: config -> data + model -> epochs -> run files.
 
-Read `run()` first: it skips a finished run, claims the run folder (dropbn/claims.py:
-another live process training it means skip it), builds everything (`setup`),
+Read `run()` first: it skips a finished run of the same config whose files agree
+(`check_folder`; another config in the folder is one line, exit 2), claims the run folder
+(dropbn/claims.py: another live process training it means skip it), builds everything (`setup`),
 resumes from the run folder's checkpoint if there is one (`resume`), trains
 period by period (`train_period`, then `metrics_row` on every eval set),
 checkpointing atomically after each, and ends with the run's status in
@@ -30,13 +31,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from . import claims, models
-from .data import Batches, Data, load_data
+from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
 from .diagnose import run_diagnostics
-from .errors import DropbnError, Interrupted
+from .errors import DropbnError, Interrupted, first_line
 from .measure import evaluate
 from .checkpoint import environment, load_checkpoint, save_checkpoint
-from .runs import MODEL_TXT, RunDir, same_config
+from .runs import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
+                   remove_stale_tmp, same_config)
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
 from .signals import requested_signal
 from .summary import summarize
@@ -135,14 +137,51 @@ def checkpoint(job: Job, period: int, rows: list[dict], train_seconds: float, co
             "metrics": rows, "train_seconds": train_seconds, "config": config}
 
 
-def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, float]:
-    """(metrics rows, periods done, training seconds): from the run folder's checkpoint, else a fresh start."""
+def check_folder(rd: RunDir, config: dict, force: bool = False) -> dict | None:
+    """What `rd` holds, before this call writes anything there.
+
+    Returns the summary of a finished run (FINISHED) of this config whose files agree: it is
+    skipped. Returns None when the run is to be trained: nothing finished yet (a checkpoint of
+    this config is resumed), train.force=true, or a finished run whose summary, metrics.csv and
+    checkpoint disagree (repaired: resumed from its checkpoint or trained again). Raises one-line
+    errors: IdentityError when the folder's summary or checkpoint records another config, and
+    DropbnError for a run file that is not a file or a corrupt checkpoint."""
+    rd.check_file_types()
+    if force:
+        return None
+    summary = rd.read_summary()
+    saved = (summary or {}).get("config")
+    if isinstance(saved, dict) and not same_config(saved, config):
+        raise IdentityError(rd.path, saved, config)
+    ckpt = load_checkpoint(rd, mmap=True)  # one line if corrupt
+    if ckpt is not None and not same_config(ckpt["config"], config):
+        raise IdentityError(rd.path, ckpt["config"], config)
+    if summary is None or summary.get("status") not in FINISHED:
+        return None
+    problem = finished_problem(summary, rd.read_metrics(), len(ckpt["metrics"]) if ckpt is not None else None)
+    if problem:
+        log.warning(f"{rd.path}: {problem}; training it again")
+        return None
+    return summary
+
+
+def begin(rd: RunDir, config: dict, start=None) -> None:
+    """This call trains the run in `rd`: tidy, drop a summary that no longer holds, `start(rd, config)`."""
+    try:
+        remove_stale_tmp(rd.path)  # interrupted writes' temp files: this process now owns the folder
+        rd.clear_summary()  # a forced, failed or inconsistent run being trained again is not finished
+        if start is not None:
+            start(rd, config)
+    except OSError as e:
+        raise DropbnError(f"run folder {rd.path} is not writable ({e.strerror or first_line(e)})") from None
+
+
+def resume(rd: RunDir, job: Job, cfg) -> tuple[list[dict], int, float]:
+    """(metrics rows, periods done, training seconds): from the run folder's checkpoint, else a fresh start.
+    `check_folder` has checked that the checkpoint is readable and holds this config."""
     ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
         return [], 0, 0.0
-    if not same_config(ckpt["config"], config):
-        raise DropbnError(f"{rd.path} holds an unfinished run with a different config; "
-                          f"use another folder or train.force=true to start it over")
     job.model.load_state_dict(ckpt["model"])
     job.opt.load_state_dict(ckpt["optimizer"])
     job.sched.load_state_dict(ckpt["scheduler"])
@@ -150,8 +189,11 @@ def resume(rd: RunDir, job: Job, cfg, config: dict) -> tuple[list[dict], int, fl
     if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
         job.train_batches.load_state(ckpt["stream"])
     b, done = job.budget, ckpt["epoch"]
-    at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
-    log.info(f"resuming {rd.path} at {at}")
+    if done < b.periods:
+        at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
+        log.info(f"resuming {rd.path} at {at}")
+    else:  # killed between the last checkpoint and the summary
+        log.info(f"{rd.path}: the checkpoint holds the whole budget ({b.where(b.total)}); writing the summary")
     return ckpt["metrics"], done, ckpt["train_seconds"]
 
 
@@ -196,42 +238,48 @@ def _log_period(row: dict, budget: Budget) -> None:
 
 
 # ---------------------------------------------------------------- the run
-def run(cfg, out_dir, launcher=None) -> dict | None:
+def run(cfg, out_dir, launcher=None, start=None) -> dict | None:
     """Train one configuration in `out_dir`; returns the summary (also written to summary.json),
-    or None when another live process holds the run's claim and trains it."""
+    or None when another live process holds the run's claim and trains it.
+
+    A finished run of the same config is skipped without writing anything (`check_folder`).
+    `start(rd, config)`, if given, is called once this call is known to train the run, with the
+    recorded config (the Hydra task writes .hydra/ and attaches train.log there: dropbn/job.py)."""
     rd = RunDir(out_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if rd.is_finished() and not cfg.train.force:
-        return _skip_finished(rd)
+    config = recorded_config(OmegaConf.to_container(cfg, resolve=True), fingerprint(cfg.data))
+    done = check_folder(rd, config, force=cfg.train.force)
+    if done is not None:
+        return _skip_finished(rd, done)
     # ---- run claim (dropbn/claims.py): one process at a time trains a run folder ----
     try:
         claim = claims.acquire(rd.path, cfg.train.claim_timeout)
     except claims.Busy as busy:
         log.info(f"{busy}, skipping: {rd.path}")
         return None
+    except OSError as e:
+        raise DropbnError(f"run folder {rd.path} is not writable ({e.strerror or first_line(e)})") from None
     with claim:  # heartbeat while training; released on every exit path
-        if rd.is_finished() and not cfg.train.force:  # another process finished it meanwhile
-            return _skip_finished(rd)
+        done = check_folder(rd, config, force=cfg.train.force)  # another process may have finished it
+        if done is not None:
+            return _skip_finished(rd, done)
+        begin(rd, config, start)  # under the claim: stale temp files of this run are ours to remove
         return train_claimed(cfg, rd, config, launcher)
     # ---- end of run claim ----
 
 
-def _skip_finished(rd: RunDir) -> dict:
-    summary = rd.read_summary()
+def _skip_finished(rd: RunDir, summary: dict) -> dict:
     log.info(f"already {summary['status']}, skipping (train.force=true re-runs it): {rd.path}")
     return summary
 
 
 def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
     """Train the run in `rd` from scratch or from its checkpoint; the caller holds its claim."""
-    if cfg.train.force:
-        rd.clear_summary()  # a forced re-run that gets interrupted must not look completed
     tb = TensorBoardLog(cfg.train.tensorboard)  # no-op when off; a missing package fails before data loads
     with failure_recorded(rd, cfg, config), closing(tb):
         job = setup(cfg, launcher)
         desc = models.describe(job.model, job.data.shape)
         rd.write_text(MODEL_TXT, desc + "\n")
-        rows, periods_done, train_seconds = resume(rd, job, cfg, config)
+        rows, periods_done, train_seconds = resume(rd, job, cfg)
         tb.open(rd.path, rows)
         log.info(f"{desc}\ndata: {job.data.label} {job.data.sizes()}  device: {job.device}  "
                  f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")

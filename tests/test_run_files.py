@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from dropbn.config import CONFIG_DIR
 from dropbn.report.collect import collect
-from dropbn.runs import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, NON_RESULT_KEYS, POOLED_IN_REPORT, REPORT_IGNORED,
-                         RESUME_CHECKED, RESUME_IGNORED, same_config)
+from dropbn.runs import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, LOCAL_PATHS, NON_RESULT_KEYS, POOLED_IN_REPORT,
+                         REPORT_IGNORED, differing_keys, recorded_config, same_config)
 from dropbn.summary import (COLUMNS, MODES, Diagnostics, Inference, Summary, VarianceShift, diagnostic_columns,
                             inf_column, vs_column)
 from dropbn.train import run
@@ -59,16 +59,33 @@ def test_folder_names_leave_out_non_result_keys_and_keep_the_seed():
     assert folder_name(*overrides, "seed=3", "optim.lr=0.2") == "optim.lr=0.2,seed=3"
 
 
-def test_resume_ignores_non_result_keys_except_the_named_exception():
-    base = OmegaConf.to_container(compose(), resolve=True)
+def test_identity_ignores_non_result_keys_and_holds_the_data_fingerprint():
+    base = recorded_config(OmegaConf.to_container(compose(), resolve=True), "0123456789abcdef")
     for key, value in NON_DEFAULT.items():
         changed = OmegaConf.to_container(OmegaConf.merge(base, nested({key: value})), resolve=True)
-        assert same_config(base, changed) == (key not in RESUME_CHECKED), key
-    # data.path: out of folder names and report grouping, but a different path is a different run on resume
-    assert RESUME_CHECKED == ("data.path",) and "data.path" not in RESUME_IGNORED
-    assert "data.path" in FOLDER_NAME_EXCLUDED and "data.path" in REPORT_IGNORED
+        assert same_config(base, changed), key
+    # the data takes part by what it holds (data.fingerprint), not by where it lives (data.path, data.root)
+    other_data = recorded_config(base, "fedcba9876543210")
+    assert differing_keys(base, other_data) == ["data.fingerprint"]
     seeded = dict(base, seed=base["seed"] + 1)
-    assert not same_config(base, seeded)  # the seed changes results
+    assert differing_keys(base, seeded) == ["seed"]  # the seed changes results
+    changed = OmegaConf.to_container(OmegaConf.merge(base, nested({"optim.lr": 0.5, "train.epochs": 7})))
+    assert differing_keys(base, changed) == ["optim.lr", "train.epochs"]
+
+
+def test_recorded_config_has_no_machine_local_paths():
+    cfg = OmegaConf.to_container(compose("data.root=/some/where", "data.cache_dir=/else"), resolve=True)
+    rec = recorded_config(cfg, "0123456789abcdef")
+    assert rec["data"]["fingerprint"] == "0123456789abcdef"
+    assert LOCAL_PATHS == ("data.root", "data.cache_dir") and rec["data"]["root"] is rec["data"]["cache_dir"] is None
+    assert cfg["data"]["root"] == "/some/where"  # the input is not changed
+
+
+def test_a_record_from_before_a_key_existed_still_matches():
+    base = recorded_config(OmegaConf.to_container(compose(), resolve=True), "0123456789abcdef")
+    old = json.loads(json.dumps(base))
+    del old["train"]["steps"], old["data"]["fingerprint"]
+    assert same_config(old, base) and same_config(base, old)
 
 
 def test_report_groups_by_neither_seed_nor_non_result_keys(tmp_path):

@@ -10,13 +10,18 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from dropbn.errors import DropbnError
 from dropbn.precheck import check_args
 
 from .conftest import DATA_DIR, needs_mnist, run_cli
 
-# (command-line args, substrings the one-line message must contain)
+CPU_ONLY = not torch.cuda.is_available()
+NO_MPS = not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+# (command-line args, substrings the one-line message must contain); {tmp} is a fresh folder holding
+# the file {tmp}/afile
 BAD = [
     # Hydra's own errors
     (["foo=1"], ["foo=1", "unknown key"]),
@@ -31,7 +36,7 @@ BAD = [
     (["model.hidden=[64,"], ["model.hidden=[64,", "malformed override"]),
     (["seed=1,2"], ["seed=1,2", "needs -m"]),
     # types and ranges
-    (["optim.lr=0"], ["optim.lr=0", "(0.0, inf]"]),
+    (["optim.lr=0"], ["optim.lr=0", "(0.0, inf)"]),
     (["optim.lr=-1"], ["optim.lr=-1", "must be a number"]),
     (["optim.lr=abc"], ["optim.lr='abc'", "must be a number"]),
     (["reg.dropout=1.0"], ["reg.dropout=1.0", "[0.0, 1.0)"]),
@@ -52,11 +57,33 @@ BAD = [
     (["model.hidden=64"], ["model.hidden=64", "non-empty list"]),
     (["train.steps=0"], ["train.steps=0", "integer >= 1 or null"]),
     (["train.eval_every_steps=1.5"], ["train.eval_every_steps=1.5", "integer >= 1 or null"]),
-    (["train.claim_timeout=0"], ["train.claim_timeout=0", "(0.0, inf]"]),
+    (["train.claim_timeout=0"], ["train.claim_timeout=0", "(0.0, inf)"]),
     (["train.tensorboard=maybe"], ["train.tensorboard='maybe'", "true or false"]),
+    # non-finite numbers, wherever a number is configured (the schema's number rule)
+    (["optim.lr=nan"], ["optim.lr=nan", "must be a number in (0.0, inf)"]),
+    (["optim.lr=inf"], ["optim.lr=inf", "must be a number in (0.0, inf)"]),
+    (["optim.lr=-inf"], ["optim.lr=-inf", "must be a number"]),
+    (["optim.weight_decay=inf"], ["optim.weight_decay=inf", "must be a number in [0.0, inf)"]),
+    (["optim.momentum=nan"], ["optim.momentum=nan", "[0.0, 1.0)"]),
+    (["train.target_acc=nan"], ["train.target_acc=nan", "(0.0, 1.0]"]),
+    (["train.step_gamma=nan"], ["train.step_gamma=nan", "(0.0, 1.0]"]),
+    (["reg.max_norm=nan"], ["reg.max_norm=nan", "or null"]),
+    (["reg.max_norm=inf"], ["reg.max_norm=inf", "or null"]),
+    (["reg.dropout=nan"], ["reg.dropout=nan", "[0.0, 1.0)"]),
+    (["train.claim_timeout=inf"], ["train.claim_timeout=inf", "(0.0, inf)"]),
     (["~optim.lr"], ["~optim.lr", "cannot be deleted"]),
     # allowed names
     (["device=tpu"], ["device='tpu'", "allowed: auto, cpu, cuda"]),
+    (["device=cuda:x"], ["device='cuda:x'", "allowed: auto, cpu, cuda, cuda:N, mps"]),
+    (["device=cuda:"], ["device='cuda:'", "allowed:"]),
+    # devices this machine lacks, checked before anything runs (jobs that run here)
+    (["device=cuda:99"], ["device=cuda:99: ", "CUDA device"]),
+    (["-m", "seed=0,1", "device=cuda:99"], ["device=cuda:99: ", "CUDA device"]),
+    *([(["device=cuda"], ["device=cuda: no CUDA device is available here", "device=cpu"]),
+       (["device=cuda:1"], ["device=cuda:1: no CUDA device"]),
+       (["-m", "hydra/launcher=parallel", "seed=0,1", "device=cuda"], ["device=cuda: no CUDA device"])]
+      if CPU_ONLY else []),
+    *([(["device=mps"], ["device=mps: MPS", "not available"])] if NO_MPS else []),
     (["optim.name=lbfgs"], ["optim.name='lbfgs'", "allowed: sgd, adam, rmsprop"]),
     (["train.schedule=linear"], ["train.schedule='linear'", "allowed: none, cosine, step"]),
     (["reg.norm=instance"], ["reg.norm='instance'", "allowed: none, batch, layer, group"]),
@@ -75,6 +102,9 @@ BAD = [
     # paths
     (["data=imagefolder"], ["data.path=None", "needs a folder"]),
     (["data=imagefolder", "data.path=/no/such/archive.tar.gz"], ["data.path='/no/such/archive.tar.gz'", "no such file"]),
+    (["out_root={tmp}/afile"], ["out_root=", "afile", "is a file; must be a folder path"]),
+    (["out_root={tmp}/afile/sub/deeper"], ["out_root=", "is below the file", "afile"]),
+    (["data.cache_dir={tmp}/afile/c"], ["data.cache_dir=", "is below the file"]),
     # every job of a sweep, including an +exp preset's hydra.sweeper.params
     (["-m", "optim.lr=0.1,-1"], ["optim.lr=-1", "must be a number"]),
     (["-m", "reg=none,bogus"], ["reg=bogus", "allowed:"]),
@@ -86,8 +116,10 @@ BAD = [
 @pytest.mark.parametrize("args,expect", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_naming_key_value_and_what_is_allowed(args, expect, monkeypatch, tmp_path):
     monkeypatch.delenv("DROPBN_SWEEP_JOBS", raising=False)
+    (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(DropbnError) as e:
-        check_args([*args, f"out_root={tmp_path}"])
+        given = [a.format(tmp=tmp_path) for a in args]
+        check_args(given + ([] if any(a.startswith("out_root=") for a in given) else [f"out_root={tmp_path}"]))
     msg = str(e.value)
     assert "\n" not in msg
     for part in expect:

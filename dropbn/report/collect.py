@@ -2,7 +2,9 @@
 
 A run folder is any folder holding summary.json, metrics.csv or .hydra/.
 Without summary.json it is an unfinished run; a summary.json that cannot be
-parsed makes the folder 'skipped' (with the reason).  Nothing is written here.
+parsed, or whose numbers are not numbers, makes the folder 'skipped' (with the
+reason).  Metrics that hold NaN or an infinity are named in the row's
+`nonfinite` (the report lists those runs).  Nothing is written here.
 
 Configurations: the config keys (flattened, 'reg.dropout') that take more than
 one value across the runs -- except the seed and keys that never change results
@@ -13,11 +15,12 @@ determine ('both, lr=0.3').
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +29,7 @@ from tqdm import tqdm
 
 from ..datasets import DATASETS
 from ..errors import DropbnError
-from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, is_run_dir
+from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, flatten, is_run_dir
 from ..summary import Summary, diagnostic_columns, vs_column
 
 ENV_FIELDS = ("platform", "cpu_count", "threads")  # summary.json env fields kept as env_* columns
@@ -37,6 +40,9 @@ SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "re
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
          "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
 NORM_NAMES = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm"}
+# summary.json columns that hold numbers (typed int or float in dropbn.summary.Summary)
+NUMBER_COLUMNS = tuple(f.name for f in fields(Summary)
+                       if f.metadata["column"] and str(f.type).split("|")[0].strip() in ("int", "float"))
 
 
 @dataclass
@@ -79,17 +85,6 @@ def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
 
 # ---------------------------------------------------------------- reading one run
 
-def flatten(d, prefix="") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def fmt_value(v) -> str:
     """A config value as text: lists as [a,b], None as null, floats as repr-short."""
     if isinstance(v, (list, tuple)):
@@ -123,6 +118,37 @@ def read_metrics(folder: Path) -> pd.DataFrame | None:
     return df if "epoch" in df.columns else None
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def not_a_number(summary: dict) -> str | None:
+    """The first summary.json number that is not one (e.g. "final_test_acc": "n/a"), as `key=value`."""
+    for k in NUMBER_COLUMNS:
+        v = summary.get(k)
+        if v is not None and not _is_number(v):
+            return f"{k}={json.dumps(v)[:40]}"
+    return None
+
+
+def nonfinite(summary: dict | None, folder: Path) -> list[str]:
+    """The metrics holding NaN or an infinity: summary.json columns, and metrics.csv columns."""
+    bad = [k for k in NUMBER_COLUMNS if _is_number((summary or {}).get(k)) and not math.isfinite(summary[k])]
+    try:
+        with open(folder / METRICS, newline="") as f:
+            cols = set()
+            for row in csv.DictReader(f):
+                for k, v in row.items():
+                    try:
+                        if k and not math.isfinite(float(v)):
+                            cols.add(k)
+                    except (TypeError, ValueError):
+                        pass
+    except (OSError, UnicodeDecodeError, csv.Error):
+        cols = set()
+    return bad + [f"metrics.csv {c}" for c in sorted(cols)]
+
+
 def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None, str | None]:
     """(row, metrics, skip reason) for one run folder."""
     summary, config = None, None
@@ -133,6 +159,9 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             return None, None, f"unreadable summary.json ({type(e).__name__}: {str(e)[:80]})"
+        wrong = not_a_number(summary)
+        if wrong:
+            return None, None, f"summary.json: {wrong} is not a number"
         config = summary.get("config")
     if config is None and (folder / HYDRA_CONFIG).is_file():
         try:
@@ -164,6 +193,7 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
         row["epochs"] = cfg.get("train.epochs")
         row["target_acc"] = cfg.get("train.target_acc")
         row["epochs_completed"] = int(len(metrics)) if metrics is not None else 0
+    row["nonfinite"] = nonfinite(summary, folder)
     row["has_config"] = config is not None
     row["num_classes"] = _num_classes(folder, cfg.get("data.name"))
     row["detail"] = status_detail(row)

@@ -286,6 +286,10 @@ def problems(ctx: Context) -> Section:
                                      "status": bad["status"], "detail": bad["detail"]}), index=False))
     else:
         s.add("All runs completed.\n")
+    odd = runs[runs["nonfinite"].map(bool)] if "nonfinite" in runs else runs.iloc[:0]
+    if len(odd):
+        s.add("Runs with non-finite metrics (NaN or infinite values):\n")
+        s.add("\n".join(f"- `{r['run']}`: {', '.join(r['nonfinite'])}" for _, r in odd.iterrows()) + "\n")
     if ctx.coll.skipped:
         s.add("Skipped folders (not read as runs):\n")
         s.add("\n".join(f"- `{p}`: {why}" for p, why in ctx.coll.skipped) + "\n")
