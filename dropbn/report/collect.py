@@ -345,17 +345,17 @@ def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collec
     if not rows:
         raise DropbnError("no readable runs: " + "; ".join(f"{p}: {w}" for p, w in skipped[:3]))
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
-    return finish(pd.DataFrame(rows), curves_df, skipped)
+    return finish(pd.DataFrame(rows), curves_df, skipped, ignore)
 
 
-def finish(runs: pd.DataFrame, curves: pd.DataFrame, skipped: list) -> Collection:
+def finish(runs: pd.DataFrame, curves: pd.DataFrame, skipped: list, ignore=()) -> Collection:
     """One row per run -> the Collection: unique run names, derived columns, configurations and labels."""
     runs = runs.loc[:, ~runs.columns.duplicated()].copy()
     if runs["run"].duplicated().any():  # two roots with the same name
         runs["run"] = [f"{r} [{i}]" if d else r for i, (r, d) in
                        enumerate(zip(runs["run"], runs["run"].duplicated(keep=False)))]
-from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, is_run_dir
-from ..summary import Summary, diagnostic_columns, vs_column
+    derive(runs)
+    varying = [k for k in varying_keys(runs) if k not in ignore]
     dims = label_dims(runs, varying)
     runs["label"] = [make_label(r, dims) if r["has_config"] else "unknown config" for _, r in runs.iterrows()]
     order = ordered_labels(runs[runs["has_config"]], dims)
