@@ -44,16 +44,6 @@ def default_out(dirs: list[Path]) -> Path:
     return d / "report"
 
 
-def check_out(out: Path, run_paths) -> None:
-    o = out.resolve()
-    for p in run_paths:
-        rp = Path(p).resolve()
-        if o == rp or rp in o.parents:
-            raise DropbnError(f"report: --out {out} is inside the run folder {p}; reports never write into runs")
-    if o.exists() and not o.is_dir():
-        raise DropbnError(f"report: --out {out} exists and is not a folder")
-
-
 def main(argv=None) -> Path:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     # pandas, scipy and matplotlib take seconds to import (`--help` 0.2 s instead of 5+ s): only now
@@ -76,7 +66,7 @@ def main(argv=None) -> Path:
     out = Path(args.out) if args.out else default_out(dirs)
     print(f"reading runs under {', '.join(str(d) for d in dirs)} ...", file=sys.stderr)
     coll = collect(dirs, progress=False if args.no_progress else None)
-    check_out(out, coll.runs["path"])
+    render.check_out(out, coll.runs["path"])
     counts = coll.runs["status"].value_counts().to_dict()
     print(f"{len(coll.runs)} runs ({', '.join(f'{v} {k}' for k, v in counts.items())}), "
           f"{coll.runs['label'].nunique()} configurations; varying: {', '.join(coll.varying) or 'nothing'}",

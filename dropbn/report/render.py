@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DropbnError
 from ..runs import atomic_write_bytes, atomic_write_text
 from . import optional as O
 from . import sections as S
@@ -20,6 +21,17 @@ from .markdown import to_latex
 SECTIONS = (S.header, S.article_notes, S.comparison, S.claims, S.per_configuration, S.problems,
             S.main_figures, S.convergence, O.learning_rate, O.training_set_size, O.dropout_rate,
             O.placement, O.variance_shift, O.inference)
+
+
+def check_out(out: Path, run_paths) -> None:
+    """A report never writes into a run folder, nor over a file."""
+    o = out.resolve()
+    for p in run_paths:
+        rp = Path(p).resolve()
+        if o == rp or rp in o.parents:
+            raise DropbnError(f"report: --out {out} is inside the run folder {p}; reports never write into runs")
+    if o.exists() and not o.is_dir():
+        raise DropbnError(f"report: --out {out} exists and is not a folder")
 
 
 class Writer:

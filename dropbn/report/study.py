@@ -65,8 +65,6 @@ def rescore(sel: dict, tune_dir: Path) -> dict:
 
 
 def build(study_dir, out=None, baseline: str = "reg=none", progress=None) -> Path:
-    from .cli import check_out
-
     study_dir = Path(study_dir)
     sel = load_selected(study_dir)
     final_dir, tune_dir = study_dir / FINAL, study_dir / TUNE
@@ -77,7 +75,7 @@ def build(study_dir, out=None, baseline: str = "reg=none", progress=None) -> Pat
                           f"run the study command to finish the study")
     coll = collect(present, progress=progress, ignore=tuned_keys(sel))
     out = Path(out) if out else study_dir / "report"
-    check_out(out, coll.runs["path"])
+    render.check_out(out, coll.runs["path"])
     scored = rescore(sel, tune_dir)
     missing = len(expected) - len(present)
     return render.build(coll, out, baseline, sources=[f"{final_dir} (the final runs of {S.SELECTED})"],
