@@ -1,0 +1,33 @@
+"""`dropbn study +exp=NAME [overrides]`: a fair comparison in one command.
+
+Stages (each one resumable; a finished study run again trains nothing):
+  tune    each variant (`study.variants`: config keys -> lists, their product) at every point
+          of its search space (`study.search`, the same mapping form) with `study.tune_seeds`,
+          trained on the training split minus `data.val_size` validation images;
+  select  per variant, the point (and epoch) with the best mean validation metric
+          (dropbn/selection.py states the rule) -> `<out_root>/<name>/selected.yaml`;
+  final   each variant at its selected point with fresh seeds `study.final_seeds`,
+          evaluated on the test set;
+  report  `<out_root>/<name>/report/`: the comparison from final/ plus the tuned section.
+
+Each stage runs as ordinary sweeps, one per variant, through `dropbn train -m` in a child
+process, with the user's overrides (so the configured Hydra launcher, skip and resume work as
+for any sweep): `out_root=<out_root>/<name> name=tune|final`. No study.* override is passed down,
+and `study` is a non-result key (dropbn.runs.NON_RESULT_KEYS), so study.* never enters a run's
+folder name or identity.
+
+A search key that a variant's validation rejects (a dropout rate for reg=none) is skipped for
+that variant (selected.yaml and the report say which keys applied to which variant); every
+variant otherwise gets the same space and budget. `study.searcher=optuna` samples
+`study.trials` points per variant with Optuna's TPE sampler from the same lists, storing the
+search in `<out_root>/<name>/optuna.db` so an interrupted search resumes.
+
+Modules: spec (the study.* settings), overrides (override text), compose (Hydra's compose API),
+plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a sweep run as a
+child `dropbn train -m`), search_optuna (the Optuna searcher), stages (tune, select, final,
+report), cli (usage and entry point).
+"""
+from .cli import main
+from .stages import Study
+
+__all__ = ["Study", "main"]
