@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropbn import selection as S
+from dropbn.report import selection as S
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 

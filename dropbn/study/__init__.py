@@ -5,7 +5,7 @@ Stages (each one resumable; a finished study run again trains nothing):
           of its search space (`study.search`, the same mapping form) with `study.tune_seeds`,
           trained on the training split minus `data.val_size` validation images;
   select  per variant, the point (and epoch) with the best mean validation metric
-          (dropbn/selection.py states the rule) -> `<out_root>/<name>/selected.yaml`;
+          (dropbn/report/selection.py states the rule) -> `<out_root>/<name>/selected.yaml`;
   final   each variant at its selected point with fresh seeds `study.final_seeds`,
           evaluated on the test set;
   report  `<out_root>/<name>/report/`: the comparison from final/ plus the tuned section.

@@ -11,7 +11,8 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..config import dirname, unknown_key_hint, validate
+from ..config import unknown_key_hint, validate
+from ..identity import folder_name
 from ..errors import ConfigError, DropbnError
 from ..precheck import OverrideError, _check_group_choices, explain, expand_jobs
 from ..schema import RULES
@@ -230,7 +231,8 @@ class Plan:
         for job in expand_jobs(args, True, self.hy.loader):
             parsed = self.hy.parser.parse_overrides(job)
             app = [o for o in parsed if not o.is_hydra_override()]
-            folder = dirname(get_overrides_dirname(app, self.exclude_keys, self.item_sep, self.kv_sep))
+            folder = folder_name(get_overrides_dirname(app, self.exclude_keys, self.item_sep, self.kv_sep),
+                                 v.cfg.data.path, v.cfg.data.cache_dir)  # as the run's own resolver names it
             values = {o.key_or_group: o for o in app}
             point = tuple(ov_value(values[k].value()) for k in search_keys)
             jobs.append((point, int(values["seed"].value()), folder))

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from .. import selection as S
+from ..report import selection as S
 from ..errors import ConfigError, DropbnError
 from .overrides import ov_value, to_py
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import selection as S
+from ..report import selection as S
 from ..runs import atomic_write_text
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_FINAL, STAGE_TUNE, Plan, Sweep

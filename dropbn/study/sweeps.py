@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import selection as S
+from ..report import selection as S
 from ..errors import DropbnError, Interrupted
 
 DONE = ("completed", "diverged")                 # a run that a re-run would not change

@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report.stats import mean_ci
-from .runs import METRICS, SUMMARY
+from .stats import mean_ci
+from ..runs import METRICS, SUMMARY
 
 SELECTED = "selected.yaml"
 METRIC_DIRECTION = {"val_acc": "max", "val_loss": "min"}
