@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 import yaml
 
 from . import selection as S
@@ -240,7 +241,8 @@ def _number(x: str):
 def sensitivity_figure(name: str, ranked: list, searched: list, metric: str, chosen: dict) -> bytes:
     scale, unit = scale_of(metric)
     ylabel = f"{metric_name(metric)}{' (%)' if unit else ''}"
-    fig, (a1, a2) = F.new(2, width=6.2)
+    fig, axes = F.grid(1, 2, width=6.2)
+    a1, a2 = axes[0]
     xkey = searched[0] if searched else None
     others = searched[1:]
     xs = [p.point.get(xkey, "defaults") if xkey else "defaults" for p in ranked]
@@ -281,6 +283,7 @@ def sensitivity_figure(name: str, ranked: list, searched: list, metric: str, cho
                 label=fmt_point(p.point) if (sel or len(ranked) <= 8) else None)
         if sel and p.best_epoch is not None:
             a2.plot([p.best_epoch], [p.curve[p.best_epoch] * scale], "o", color="black", zorder=5)
-    a2.xaxis.set_major_locator(F.MaxNLocator(integer=True))
-    F.finish(a2, f"{name}: mean validation curves", "epoch", ylabel, note="mean over tune seeds")
-    return F.png(fig)
+    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    F.finish(a2, f"{name}: mean validation curves", "epoch", ylabel)
+    return F.close(fig, axes, f"{name}: sensitivity to the searched settings",
+                   note=f"{F.BAND}; curves: mean over tune seeds")
