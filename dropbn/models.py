@@ -190,24 +190,22 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
+# one-line description of a leaf layer, by its type (first match wins)
+SHORT = (
+    (nn.Linear, lambda m: f"Linear({m.in_features}->{m.out_features})"),
+    (nn.Conv2d, lambda m: f"Conv2d({m.in_channels}->{m.out_channels}, "
+                          f"{m.kernel_size[0]}x{m.kernel_size[1]}, pad {m.padding[0]})"),
+    ((nn.BatchNorm1d, nn.BatchNorm2d), lambda m: f"{type(m).__name__}({m.num_features})"),
+    (nn.LayerNorm, lambda m: f"LayerNorm({m.normalized_shape[0]})"),
+    (nn.GroupNorm, lambda m: f"GroupNorm({m.num_groups} groups, {m.num_channels})"),
+    ((nn.Dropout, nn.Dropout2d), lambda m: f"{type(m).__name__}(p={m.p:g})"),
+    (nn.MaxPool2d, lambda m: f"MaxPool2d({m.kernel_size})"),
+)
+
+
 def short(m: nn.Module) -> str:
     """Compact one-line description of a leaf layer."""
-    if isinstance(m, nn.Linear):
-        return f"Linear({m.in_features}->{m.out_features})"
-    if isinstance(m, nn.Conv2d):
-        return f"Conv2d({m.in_channels}->{m.out_channels}, {m.kernel_size[0]}x{m.kernel_size[1]}, pad {m.padding[0]})"
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return f"{type(m).__name__}({m.num_features})"
-    if isinstance(m, nn.LayerNorm):
-        return f"LayerNorm({m.normalized_shape[0]})"
-    if isinstance(m, nn.GroupNorm):
-        return f"GroupNorm({m.num_groups} groups, {m.num_channels})"
-    if isinstance(m, (nn.Dropout, nn.Dropout2d)):
-        return f"{type(m).__name__}(p={m.p:g})"
-    if isinstance(m, nn.MaxPool2d):
-        return f"MaxPool2d({m.kernel_size})"
-    return type(m).__name__
+    return next((fmt(m) for types, fmt in SHORT if isinstance(m, types)), type(m).__name__)
 
 
 def describe(model: nn.Module, in_shape) -> str:
