@@ -168,5 +168,5 @@ def unknown_key_hint(key: str) -> str:
     return hint
 
 
-# `dropbn study` mappings whose keys are config keys, not keys of this tree (dropbn/study.py checks them)
+# `dropbn study` mappings whose keys are config keys, not keys of this tree (dropbn/study/spec.py checks them)
 FREE_FORM_KEYS = ("study.variants", "study.search", "study.final_overrides")

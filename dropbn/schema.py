@@ -159,7 +159,7 @@ class Order(Rule):
 
 @dataclass(frozen=True)
 class Study(Rule):
-    """A `dropbn study` setting: dropbn/study.py checks it (with the config it applies to)."""
+    """A `dropbn study` setting: dropbn/study/spec.py checks it (with the config it applies to)."""
 
     allowed = "see dropbn study --help"
 
@@ -249,7 +249,7 @@ class TrainConfig:
 
 @dataclass
 class StudyConfig:
-    """`dropbn study` only (tune -> select -> final -> report, dropbn/study.py). Training runs ignore
+    """`dropbn study` only (tune -> select -> final -> report, dropbn/study/). Training runs ignore
     it: it is a non-result key (dropbn.runs.NON_RESULT_KEYS), never in folder names or run identity."""
     variants: Dict[str, Any] = key({"reg": ["none", "dropout", "batchnorm", "both"]}, Study())  # compared
     search: Dict[str, Any] = key({}, Study())          # tuned per variant: config keys -> lists of values

@@ -32,6 +32,7 @@ from .stats import mean_ci
 from ..runs import METRICS, SUMMARY
 
 SELECTED = "selected.yaml"
+TUNE, FINAL = "tune", "final"  # a study's stage folders: <out_root>/<name>/tune|final/<run>/
 METRIC_DIRECTION = {"val_acc": "max", "val_loss": "min"}
 OTHER = {"val_acc": "val_loss", "val_loss": "val_acc"}
 VAL_COLUMNS = ("epoch", "val_acc", "val_loss")  # the only metrics.csv columns read here

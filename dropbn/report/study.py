@@ -27,7 +27,7 @@ from .markdown import md_table, slug
 from .sections import Figure, Section, Table
 from .collect import SHORT, collect
 
-TUNE, FINAL = "tune", "final"
+TUNE, FINAL = S.TUNE, S.FINAL
 
 
 def is_study_dir(d) -> bool:

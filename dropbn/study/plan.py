@@ -15,12 +15,13 @@ from ..config import unknown_key_hint, validate
 from ..identity import folder_name
 from ..errors import ConfigError, DropbnError
 from ..precheck import OverrideError, _check_group_choices, explain, expand_jobs
+from ..report import selection as S
 from ..schema import RULES
 from .compose import Composer
 from .overrides import fmt_point, merge_overrides, ov_value, to_py
 from .spec import parse_spec
 
-STAGE_TUNE, STAGE_FINAL = "tune", "final"
+STAGE_TUNE, STAGE_FINAL = S.TUNE, S.FINAL
 MAX_CHECKED_POINTS = 10000                       # up-front validation of every grid point up to this
 
 
