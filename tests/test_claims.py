@@ -206,16 +206,23 @@ def test_run_releases_its_claim_on_every_exit_path(tmp_path, monkeypatch, end):
 @needs_mnist
 def test_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path, monkeypatch):
     """The completion check runs again once the claim is held."""
+    import shutil
+
     from dropbn import train as T
 
-    done = {"status": "completed", "final_test_acc": 0.5}
+    other = tmp_path / "other"  # the same run, finished by "another process" in its own folder
+    T.run(compose(*TINY_RUN), other)
+    done = json.loads((other / "summary.json").read_text())
+    here = tmp_path / "here"
 
     def acquire_after_another_finished(folder, timeout):
-        (Path(folder) / "summary.json").write_text(json.dumps(done))  # the other process's last write
+        for name in ("metrics.csv", "summary.json"):  # the other process's last writes
+            shutil.copy(other / name, Path(folder) / name)
         return acquire(folder, timeout)
 
     monkeypatch.setattr(T.claims, "acquire", acquire_after_another_finished)
-    assert T.run(compose(*TINY_RUN), tmp_path) == done
+    assert T.run(compose(*TINY_RUN), here) == done
+    tmp_path = here
     assert not (tmp_path / "model.txt").exists() and current(tmp_path).released is not None
 
 
