@@ -193,7 +193,8 @@ def resume(rd: RunDir, job: Job, cfg) -> tuple[list[dict], int, float]:
         at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
         log.info(f"resuming {rd.path} at {at}")
     else:  # killed between the last checkpoint and the summary
-        log.info(f"{rd.path}: the checkpoint holds the whole budget ({b.where(b.total)}); writing the summary")
+        whole = f"{b.total} steps" if b.by_steps else f"{done} epochs"
+        log.info(f"{rd.path}: all {whole} are in the checkpoint; writing the summary")
     return ckpt["metrics"], done, ckpt["train_seconds"]
 
 
