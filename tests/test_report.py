@@ -474,3 +474,15 @@ def test_accuracy_bands_stay_within_0_100():
     ys = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert ys.max() == pytest.approx(100.0) and ys.min() < 100       # unclipped, the t band would pass 100
     plt.close(fig)
+
+
+def test_runs_csv_keeps_no_absolute_data_path():
+    """A committed report carries no machine path: data locations keep only their file name."""
+    import pandas as pd
+
+    from dropbn.report.render import runs_csv
+
+    runs = pd.DataFrame({"label": ["none"], "cfg.data.path": ["/somewhere/data/cifar10-jpeg.tar.gz"],
+                         "cfg.data.root": ["rel/root"]})
+    out = runs_csv(runs)
+    assert "/somewhere" not in out and "cifar10-jpeg.tar.gz" in out and "rel/root" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DropbnError
-from ..runs import atomic_write_bytes, atomic_write_text
+from ..runs import LOCAL_PATHS, atomic_write_bytes, atomic_write_text
 from . import optional as O
 from . import sections as S
 from .collect import Collection
@@ -81,9 +81,17 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), p
     return w.out / "report.md"
 
 
+# Where data lived on the machine that trained: runs.csv keeps only the file or folder name, so a
+# committed report carries no absolute path of one machine (the runs' identity uses data.fingerprint).
+MACHINE_PATH_COLUMNS = tuple(f"cfg.{k}" for k in ("data.path", *LOCAL_PATHS))
+
+
 def runs_csv(runs: pd.DataFrame) -> str:
     r = runs.copy()
     r["label"] = r["label"].astype(str)
+    for c in MACHINE_PATH_COLUMNS:
+        if c in r:
+            r[c] = r[c].map(lambda v: Path(v).name if isinstance(v, str) and Path(v).is_absolute() else v)
     for c in r.columns:
         if r[c].map(lambda v: isinstance(v, (dict, list))).any():
             r[c] = r[c].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
