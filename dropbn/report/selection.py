@@ -80,14 +80,14 @@ def read_val_run(stage_dir: Path, run: str, seed: int) -> ValRun:
             status = "unfinished"
     if status == "running":
         status = "unfinished"
-    val: dict = {"val_acc": {}, "val_loss": {}}
+    val: dict = {m: {} for m in VAL_COLUMNS[1:]}
     try:
         with open(folder / METRICS, newline="") as f:
             for row in csv.DictReader(f):
                 ep = _num(row.get("epoch"))
                 if ep is None:
                     continue
-                for m in ("val_acc", "val_loss"):
+                for m in VAL_COLUMNS[1:]:
                     v = _num(row.get(m))
                     if v is not None:
                         val[m][int(ep)] = v
