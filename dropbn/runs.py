@@ -35,6 +35,10 @@ HYDRA_HYDRA = f"{HYDRA_DIR}/hydra.yaml"          # Hydra's own config of the job
 FOLDER_NAME = f"{HYDRA_DIR}/folder_name.txt"     # the folder's name before shortening (dropbn.identity)
 TMP_SUFFIX = ".tmp"                  # atomic writes: .<name>.<random>.tmp, renamed over <name>
 FINISHED = ("completed", "diverged")  # statuses of a run that ended: re-running skips it
+# A finished run's record: the files committed under results/ (.gitignore lists the same names), from
+# which a report regenerates and a re-run skips the run. The rest of a folder stays on its machine:
+# checkpoint.pt (large), train.log and .hydra/hydra.yaml (absolute paths of the machine), claims.
+RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLDER_NAME)
 
 
 # ---------------------------------------------------------------- which config keys identify a run
@@ -276,6 +280,19 @@ def remove_stale_tmp(run_dir) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+def finished_records(root) -> list[Path]:
+    """The record files (RECORD_FILES) of every finished run at or below `root`, whose summary and
+    metrics agree: what to commit of a sweep that is still running."""
+    out = []
+    for summary in sorted(Path(root).rglob(SUMMARY)):
+        rd = RunDir(summary.parent)
+        s = rd.read_summary()
+        if not s or s.get("status") not in FINISHED or finished_problem(s, rd.read_metrics(), None):
+            continue
+        out += [rd.file(n) for n in RECORD_FILES if rd.file(n).is_file()]
+    return out
 
 
 def is_run_dir(p: Path) -> bool:

@@ -143,3 +143,47 @@ def test_diagnostics_schema_gives_the_report_columns():
     no_bn = diagnostic_columns(Diagnostics(None, inf).to_json())
     assert not any(k.startswith("vs_") for k in no_bn) and inf_column("throughput", "as_trained") in no_bn
     assert diagnostic_columns(None) == {}
+
+
+# ---------------------------------------------------------------- committed run records
+REPO = CONFIG_DIR.parent if (CONFIG_DIR.parent / ".gitignore").is_file() else None
+
+
+def git_ignored(path: str) -> bool:
+    import subprocess
+    r = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO)
+    assert r.returncode in (0, 1), r
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(REPO is None, reason="needs the repository's .gitignore (not an installed package)")
+@pytest.mark.parametrize("stage", ["", "tune/", "final/"])
+def test_gitignore_tracks_the_run_records_and_nothing_else(stage):
+    from dropbn.runs import CHECKPOINT, HYDRA_HYDRA, RECORD_FILES, TRAIN_LOG
+    run = f"results/some_study/{stage}optim.lr=0.1,seed=3"
+    for name in RECORD_FILES:
+        assert not git_ignored(f"{run}/{name}"), name
+    for name in (CHECKPOINT, TRAIN_LOG, HYDRA_HYDRA, "claim.1.json", f".{CHECKPOINT}.x1y2.tmp",
+                 ".submitit/1/log.out", "tensorboard/events.out.tfevents.1"):
+        assert git_ignored(f"{run}/{name}"), name
+    assert not git_ignored("results/some_study/selected.yaml")
+    assert not git_ignored("results/some_study/report/report.md")
+    assert git_ignored("results/some_study/optuna.db")
+
+
+def test_finished_records_lists_finished_runs_only(tmp_path):
+    from dropbn.runs import METRICS, RECORD_FILES, SUMMARY, finished_records
+    for name, status, epochs in (("done", "completed", 2), ("nan", "diverged", 1), ("failed", "failed", 1),
+                                 ("torn", "completed", 3)):
+        d = tmp_path / "tune" / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / SUMMARY).write_text(json.dumps({"status": status, "epochs_completed": epochs}))
+        (d / METRICS).write_text("epoch,val_acc\n1,0.5\n2,0.6\n" if epochs != 1 else "epoch,val_acc\n1,0.5\n")
+        for n in RECORD_FILES[2:]:
+            (d / n).write_text("x")
+        (d / "checkpoint.pt").write_text("x")
+    (tmp_path / "tune" / "running" / ".hydra").mkdir(parents=True)
+    (tmp_path / "tune" / "running" / METRICS).write_text("epoch\n1\n")
+    got = {p.relative_to(tmp_path).as_posix() for p in finished_records(tmp_path)}
+    # 'torn' says 3 epochs while its metrics end at 2: not a finished record
+    assert got == {f"tune/{run}/{n}" for run in ("done", "nan") for n in RECORD_FILES}
