@@ -86,6 +86,9 @@ ORDER_TOKENS = {
 DROPOUT_BLOCKS = {
     "all": lambda n: [True] * n,
     "last": lambda n: [False] * (n - 1) + [True],  # after every norm layer (Li et al. 2019)
+    # the same amount of dropout as "last", but feeding the next block's norm layer: the matched
+    # control of "last" (report claim 9)
+    "first": lambda n: [True] + [False] * (n - 1),
 }
 
 

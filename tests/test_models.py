@@ -38,6 +38,7 @@ def blocks(kinds, start):
     ("batchnorm", ["norm", "act"]),
     ("both", ["norm", "act", "dropout"]),
     ("dropout_before_bn", ["act", "dropout", "norm"]),
+    ("dropout_after_bn", ["act", "norm", "dropout"]),  # dropout_before_bn with dropout and norm swapped
 ])
 def test_mlp_reg_presets(reg, expect):
     kinds = layer_kinds(mlp(f"reg={reg}"))
@@ -56,6 +57,15 @@ def test_mlp_dropout_blocks_last_and_input_dropout():
     kinds = layer_kinds(mlp("reg=both", "reg.dropout_blocks=last", "reg.input_dropout=0.2"))
     assert kinds[:2] == ["flatten", "dropout"]
     assert blocks(kinds, "linear") == [["norm", "act"], ["norm", "act", "dropout"], []]
+
+
+def test_mlp_dropout_blocks_first_has_the_same_dropout_as_last():
+    first = mlp("reg=both", "reg.dropout_blocks=first", "model.hidden=[64,64,64]")
+    assert blocks(layer_kinds(first), "linear") == [["norm", "act", "dropout"], ["norm", "act"],
+                                                    ["norm", "act"], []]
+    last = mlp("reg=both", "reg.dropout_blocks=last", "model.hidden=[64,64,64]")
+    rates = [[m.p for m in net.modules() if isinstance(m, nn.Dropout)] for net in (first, last)]
+    assert rates[0] == rates[1] == [0.5]
 
 
 @pytest.mark.parametrize("norm,cls", [("batch", nn.BatchNorm1d), ("layer", nn.LayerNorm), ("group", nn.GroupNorm)])

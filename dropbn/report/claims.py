@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
@@ -38,13 +39,37 @@ BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by m
 
 
 @dataclass(frozen=True)
+class Matched:
+    """b = a's configuration with one setting changed and every other setting equal: a contrast that
+    changes one thing, looked up among all the runs whatever their context (the changed setting
+    usually puts b in another one)."""
+    key: str                                 # the config key in which b differs from a
+    change: Callable[[str], "str | None"]    # a's value (as collect.fmt_value prints it) -> b's; None: no b
+    partner: str                             # b, in words
+
+
+def swap_dropout_norm(order: str) -> str | None:
+    """'[act,dropout,norm]' -> '[act,norm,dropout]': the block with dropout and the norm layer swapped."""
+    toks = order.strip("[]").split(",")
+    if "dropout" not in toks or "norm" not in toks:
+        return None
+    i, j = toks.index("dropout"), toks.index("norm")
+    toks[i], toks[j] = toks[j], toks[i]
+    return "[" + ",".join(toks) + "]"
+
+
+@dataclass(frozen=True)
 class Claim:
     id: str
-    text: str        # what the article says
-    a: str           # kind of configuration a
-    b: str           # kind of configuration b, or BASE / BEST_SINGLE
+    text: str        # what the article (or the literature) says
+    a: "str | tuple" # kind(s) of configuration a
+    b: "str | Matched"  # kind of configuration b, BASE / BEST_SINGLE, or a Matched partner of a
     measure: str     # key of MEASURES
     expect: int      # expected sign of a - b if the claim holds
+
+    @property
+    def kinds(self) -> tuple:
+        return (self.a,) if isinstance(self.a, str) else tuple(self.a)
 
 
 CLAIMS = [
@@ -64,10 +89,21 @@ CLAIMS = [
           "seconds_per_epoch", +1),
     Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
           "single one)", "both", BEST_SINGLE, "final_test_acc", +1),
-    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than dropout after it)",
-          "dropout_before_bn", "both", "final_test_acc", -1),
+    # Li et al. 2019's variance shift, as contrasts that change one thing: dropout_before_bn
+    # ([act,dropout,norm]) against the same block with dropout and batch norm swapped
+    # ([act,norm,dropout], reg=dropout_after_bn) ...
+    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than the same block with "
+          "dropout and batch norm swapped)", "dropout_before_bn",
+          Matched("reg.order", swap_dropout_norm, "the same configuration with dropout and norm swapped in "
+                  "reg.order (reg=dropout_after_bn for reg=dropout_before_bn)"), "final_test_acc", -1),
+    # ... and dropout in the first block only (it feeds the next block's batch norm) against the last
+    # block only (after every batch norm, Li et al.'s remedy): the same amount of dropout either way.
+    Claim("9", "Dropout that feeds a batch norm layer hurts (dropout in the first block only, before the next "
+          "block's batch norm, vs the last block only: the same amount of dropout)", ("both", "dropout_after_bn"),
+          Matched("reg.dropout_blocks", lambda v: "last" if v == "first" else None,
+                  "the same configuration with reg.dropout_blocks=last"), "final_test_acc", -1),
 ]
-BN_KINDS = {"batchnorm", "both", "dropout_before_bn"}
+BN_KINDS = {"batchnorm", "both", "dropout_after_bn", "dropout_before_bn"}
 COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic", "value_a", "value_b",
            "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
            "seeds_per_arm", "n_a", "n_b", "note"]
@@ -115,6 +151,8 @@ def claim_rows(coll: Collection, base: dict) -> tuple[list[dict], list, dict]:
         by_kind = _labels_by_kind(g)
         where = "" if ctx == "all" else f" [{ctx}]"
         for c in CLAIMS:
+            if isinstance(c.b, Matched):
+                continue  # matched_rows: across contexts
             la = by_kind.get(c.a)
             lb = base.get(ctx) if c.b == BASE else _best_single(g, by_kind) if c.b == BEST_SINGLE else by_kind.get(c.b)
             if la is None or lb is None or la == lb:
@@ -132,7 +170,55 @@ def claim_rows(coll: Collection, base: dict) -> tuple[list[dict], list, dict]:
             rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, res, c.expect, notes))
             kind = dict(zip(g["label"].astype(str), g["kind"]))
             pairs.setdefault((kind[la], kind[lb]), {})[ctx] = (la, lb)
-    return rows, skipped, pairs
+    m_rows, m_skipped = matched_rows(runs, coll.varying)
+    return rows + m_rows, skipped + m_skipped, pairs
+
+
+def _settings(runs: pd.DataFrame, keys: list) -> dict:
+    """{configuration label: (its values of `keys`, its context)}."""
+    out = {}
+    for _, r in runs.iterrows():
+        out.setdefault(str(r["label"]), (tuple(str(r.get(f"cfg.{k}")) for k in keys), r["context"]))
+    return out
+
+
+def matched_rows(runs: pd.DataFrame, varying: list) -> tuple[list[dict], list]:
+    """The rows of the Matched claims: each configuration of kind a paired with the configuration that
+    differs from it only in the claim's key (the runs' other varying settings all equal)."""
+    rows, skipped = [], []
+    known = runs[runs["has_config"]] if "has_config" in runs else runs
+    kinds = dict(zip(known["label"].astype(str), known["kind"]))
+    for c in (c for c in CLAIMS if isinstance(c.b, Matched)):
+        key = c.b.key
+        keys = sorted(set(varying) | {key})
+        settings = _settings(known, keys)
+        by_values = {vals: lab for lab, (vals, _) in settings.items()}
+        ki = keys.index(key)
+        candidates = [lab for lab in settings if kinds[lab] in c.kinds]
+        if not candidates:
+            skipped.append((c.id, f"no {' or '.join(repr(k) for k in c.kinds)} configuration in these runs"))
+            continue
+        applied = False
+        for la in candidates:
+            vals, ctx = settings[la]
+            target = c.b.change(vals[ki])
+            if target is None:
+                continue
+            applied = True
+            lb = by_values.get(vals[:ki] + (target,) + vals[ki + 1:])
+            where = "" if ctx == "all" else f" [{ctx}]"
+            if lb is None:
+                skipped.append((f"{c.id}{where}", f"no matched partner of {la}: {c.b.partner}"))
+                continue
+            (ga, out_a), (gb, out_b) = arm(runs, la), arm(runs, lb)
+            m = MEASURES[c.measure]
+            notes = [f"left out: {out_a or 'none'} vs {out_b or 'none'}" if out_a or out_b else "",
+                     f"matched: a and b differ only in {key}"]
+            rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, measure(m, ga, gb), c.expect, notes))
+        if not applied:
+            skipped.append((c.id, f"no {' or '.join(repr(k) for k in c.kinds)} configuration with a matched "
+                                  f"partner ({c.b.partner})"))
+    return rows, skipped
 
 
 def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:

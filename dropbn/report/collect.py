@@ -216,7 +216,10 @@ def status_detail(row) -> str:
 # ---------------------------------------------------------------- configurations
 
 def reg_kind(cfg: dict) -> str:
-    """'none', 'dropout', 'batchnorm', 'both', 'dropout_before_bn' (or layernorm/groupnorm variants)."""
+    """'none', 'dropout', 'batchnorm', 'both', 'dropout_after_bn', 'dropout_before_bn' (or layernorm /
+    groupnorm variants). With batch norm and dropout: 'dropout_before_bn' when dropout comes before the
+    norm in the block, 'dropout_after_bn' when it follows the norm directly (e.g. [act,norm,dropout],
+    the matched partner of [act,dropout,norm]), 'both' otherwise (the standard [norm,act,dropout])."""
     norm = str(cfg.get("reg.norm", "none"))
     try:
         rate = float(cfg.get("reg.dropout") or 0.0)
@@ -231,11 +234,14 @@ def reg_kind(cfg: dict) -> str:
     order = list(cfg.get("reg.order") or [])
     before = "dropout" in order and "norm" in order and order.index("dropout") < order.index("norm")
     if norm == "batch":
-        return "dropout_before_bn" if before else "both"
+        if before:
+            return "dropout_before_bn"
+        right_after = "dropout" in order and "norm" in order and order.index("dropout") == order.index("norm") + 1
+        return "dropout_after_bn" if right_after else "both"
     return f"dropout_before_{nname}" if before else f"{nname}+dropout"
 
 
-KIND_ORDER = ["none", "dropout", "batchnorm", "both", "dropout_before_bn"]
+KIND_ORDER = ["none", "dropout", "batchnorm", "both", "dropout_after_bn", "dropout_before_bn"]
 
 
 def kind_rank(kind: str) -> int:

@@ -22,6 +22,7 @@ PURPOSE = {
 }
 PURPOSE["both"] = PURPOSE["dropout"] + "; " + PURPOSE["batchnorm"]
 PURPOSE["dropout_before_bn"] = PURPOSE["both"] + " (dropout placed before batch norm)"
+PURPOSE["dropout_after_bn"] = PURPOSE["both"] + " (dropout placed right after batch norm)"
 
 # (column, scale for display, digits, unit) of the per-configuration statistics
 METRICS = {
