@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 
-from .errors import DropbnError, fail
-from .signals import GracefulStop
+from .errors import DropbnError, Interrupted, fail, first_line
+from .signals import GracefulStop, in_worker_process
 
 USAGE = """usage: dropbn <command> [args]
 
@@ -67,6 +67,11 @@ def _train_app():
                 return None
             return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
+            if isinstance(e, Interrupted) and in_worker_process(launcher):
+                record.close()
+                print(f"dropbn: error: {first_line(e)}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(e.exit_code)  # a stopped joblib worker ends (see dropbn/signals.py)
             fail(e)
         finally:
             record.close()
@@ -84,6 +89,10 @@ def main(argv=None) -> None:
         from .precheck import precheck
 
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
+        if "-m" in rest or "--multirun" in rest:
+            from .signals import forward_sigterm
+
+            forward_sigterm()  # parallel workers stop with this process, not orphaned
         sys.argv = ["dropbn train", *rest]
         _train_app()()
     elif cmd in ("report", "diagnose", "export", "study", "status"):

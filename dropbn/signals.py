@@ -12,7 +12,9 @@ the default way (KeyboardInterrupt / termination) without waiting for the step.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 
@@ -56,7 +58,7 @@ class GracefulStop:
             return self
         for sig in self.SIGNALS:
             cur = signal.getsignal(sig)
-            if cur in (signal.SIG_DFL, signal.default_int_handler):
+            if cur in (signal.SIG_DFL, signal.default_int_handler, forward_to_children):
                 self._old[sig] = cur
                 signal.signal(sig, self._handler)
         return self
@@ -67,3 +69,57 @@ class GracefulStop:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+# ---------------------------------------------------------------- the main process of a parallel sweep
+# Under a launcher whose workers are child processes (joblib: hydra/launcher=parallel), SIGTERM sent to
+# `dropbn train -m` alone (by `dropbn study`, a job scheduler, `kill PID`) would end the main process
+# and leave its workers training, orphaned. The main process forwards it to its children instead, each
+# of which stops at its next step as above, then ends the default way. A worker running in this same
+# process (the basic launcher) replaces the forwarder with GracefulStop while it trains.
+
+def child_pids(pid: int | None = None) -> list[int]:
+    """The direct child processes of `pid` (default: this process), from /proc; [] where there is none."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    out = []
+    for e in entries:
+        try:
+            with open(f"/proc/{e}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(e))
+    return out
+
+
+def forward_to_children(signum, frame) -> None:
+    """Signal handler: send the signal on to every child process, then end this one by it."""
+    for pid in child_pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+MAIN_PID_ENV = "DROPBN_SWEEP_MAIN_PID"  # the pid of `dropbn train -m`, for its worker processes
+
+
+def forward_sigterm() -> None:
+    """In the main process of `dropbn train -m`: pass SIGTERM on to the launcher's worker processes
+    (when nobody else handles SIGTERM there)."""
+    os.environ[MAIN_PID_ENV] = str(os.getpid())
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, forward_to_children)
+
+
+def in_worker_process(launcher) -> bool:
+    """Whether this job runs in a joblib worker process, not in the sweep's main process. A worker whose
+    run was stopped by a signal ends itself (os._exit): an idle worker would otherwise live on, orphaned."""
+    main = os.environ.get(MAIN_PID_ENV)
+    joblib = str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher")
+    return joblib and bool(main) and main != str(os.getpid())

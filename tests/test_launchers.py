@@ -114,3 +114,62 @@ def test_slurm_sweep_on_a_real_cluster(tmp_path):
     assert len(s) == 2 and all(x["status"] == "completed" for x in s)
     assert all(x["env"]["threads"] == 1 for x in s)               # SLURM_CPUS_PER_TASK
     assert list((tmp_path / "default" / ".submitit").iterdir())  # submitit's job folders, per SLURM job
+
+
+@needs_mnist
+@needs_joblib
+def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_a_rerun_finishes(tmp_path):
+    """SIGTERM sent to `dropbn train -m` alone (as `dropbn study` or a scheduler sends it) reaches the
+    joblib workers: each stops at its next step and releases its run; none trains on, orphaned."""
+    import os
+    import signal
+    import time
+
+    from dropbn.signals import child_pids
+
+    from .conftest import DROPBN
+
+    sweep = [a for a in SWEEP if not a.startswith("train.epochs=")]
+    args = ["train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *sweep, "train.epochs=40",
+            "train.batch_size=32", f"out_root={tmp_path}"]
+    log = tmp_path / "sweep.log"  # a file, not a pipe: an idle worker holding a pipe open is no hang here
+    with open(log, "w") as f:
+        p = subprocess.Popen([DROPBN, *args], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    while len(list(tmp_path.rglob("metrics.csv"))) < 2:  # both workers past their first epoch
+        assert p.poll() is None and time.monotonic() - t0 < 180, log.read_text()[-3000:]
+        time.sleep(0.1)
+    workers = child_pids(p.pid)
+    assert workers
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) != 0
+    out = log.read_text()
+    t1 = time.monotonic()
+    while running := [w for w in workers if _alive(w)]:
+        assert time.monotonic() - t1 < 60, f"still running after SIGTERM: {[_cmdline(w) for w in running]}"
+        time.sleep(0.2)
+    logs = [f.read_text() for f in tmp_path.rglob("train.log")]
+    assert len(logs) == 2 and all("SIGTERM: stopping at the next step" in x for x in logs), out[-3000:]
+    assert not list(tmp_path.rglob("summary.json"))  # both unfinished, to resume
+
+    r = run_cli(args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("resuming") == 2
+    assert all(x["status"] == "completed" for x in summaries(tmp_path)) and len(summaries(tmp_path)) == 2
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's exit status may wait for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
