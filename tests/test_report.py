@@ -231,6 +231,11 @@ def test_matched_claims_change_one_thing(tmp_path):
     assert got[("9", "both, dropout_blocks=first", "both, dropout_blocks=last")]["diff"] == pytest.approx(-0.7)
     # a matched row counts in the Holm family like any other
     assert ct.m == int(ct.df["p_value"].notna().sum())
+    # claims 1-7 have no baseline in any context: one line per reason, not one per claim and context
+    lines = C.skipped_lines(ct.skipped)
+    assert "- claims 1, 3 [dropout_blocks=all; dropout_blocks=first; dropout_blocks=last]: no 'dropout' " \
+           "configuration in these runs" in lines
+    assert len(lines) < len(ct.skipped) and all(line.startswith("- claim") for line in lines)
 
 
 def test_censored_epochs_to_target(tmp_path):

@@ -312,6 +312,24 @@ def claims(coll: Collection, base: dict) -> ClaimsTable:
     return ClaimsTable(df[COLUMNS], skipped, m)
 
 
+def skipped_lines(skipped: list) -> list[str]:
+    """The claims not checked as Markdown list lines, one per reason: '- claims 1, 3 [ctx a; ctx b]: why'
+    rather than one line per claim and context."""
+    groups: dict = {}  # reason -> {claim id: [contexts]}
+    for label, why in skipped:
+        cid, _, ctx = str(label).partition(" [")
+        groups.setdefault(why, {}).setdefault(cid, []).append(ctx[:-1] if ctx.endswith("]") else ctx)
+    lines = []
+    for why, ids in groups.items():
+        by_ctxs: dict = {}
+        for cid, ctxs in ids.items():
+            by_ctxs.setdefault(tuple(c for c in ctxs if c), []).append(cid)
+        for ctxs, cids in by_ctxs.items():
+            where = f" [{'; '.join(ctxs)}]" if ctxs else ""
+            lines.append(f"- claim{'s' if len(cids) > 1 else ''} {', '.join(cids)}{where}: {why}")
+    return lines
+
+
 def verdict_text(row) -> str:
     """'**inconclusive**: a − b between -0.4 and +0.2 pp; ...': the verdict with what the data allow."""
     out = f"**{row['verdict']}**"

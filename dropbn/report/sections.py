@@ -239,7 +239,7 @@ def claims(ctx: Context) -> Section:
         s.add("_No claim could be checked with these runs._\n")
     if ct.skipped:
         s.add("Claims not checked:\n")
-        s.add("\n".join(f"- claim {c}: {why}" for c, why in ct.skipped) + "\n")
+        s.add("\n".join(C.skipped_lines(ct.skipped)) + "\n")
     return s
 
 
