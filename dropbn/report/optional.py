@@ -103,7 +103,8 @@ def placement(ctx: Context) -> Section | None:
     s.table("placement", tab, index=False, latex=True)
     s.add(md_table(tab, index=False))
     s.add("`order` lists the layers after each Linear/Conv; `dropout_blocks=last` keeps dropout only "
-          "in the last hidden block.\n")
+          "in the last hidden block (after every norm layer), `first` only in the first one (the same "
+          "amount of dropout, feeding the next block's norm layer).\n")
     return s
 
 
