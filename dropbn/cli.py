@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .errors import DropbnError, Interrupted, fail, first_line
+from .errors import DropbnError, Interrupted, fail
 from .signals import GracefulStop, in_worker_process
 
 USAGE = """usage: dropbn <command> [args]
@@ -67,12 +67,10 @@ def _train_app():
                 return None
             return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
         except DropbnError as e:
-            if isinstance(e, Interrupted) and in_worker_process(launcher):
-                record.close()
-                print(f"dropbn: error: {first_line(e)}", file=sys.stderr, flush=True)
-                sys.stdout.flush()
-                os._exit(e.exit_code)  # a stopped joblib worker ends (see dropbn/signals.py)
-            fail(e)
+            end = isinstance(e, Interrupted) and in_worker_process(launcher)  # a stopped joblib worker ends
+            if end:
+                record.close()  # os._exit skips the finally below
+            fail(e, end_process=end)
         finally:
             record.close()
 

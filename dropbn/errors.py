@@ -1,6 +1,7 @@
 """User-facing errors: each becomes one line on stderr and exit code 2."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -37,7 +38,13 @@ def first_line(e: BaseException) -> str:
     return type(e).__name__
 
 
-def fail(e: BaseException) -> NoReturn:
-    """The one error printer: `dropbn: error: <one line>` on stderr, exit with the error's code (2)."""
-    print(f"dropbn: error: {first_line(e)}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+def fail(e: BaseException, *, end_process: bool = False) -> NoReturn:
+    """The one error printer: `dropbn: error: <one line>` on stderr, exit with the error's code (2).
+    end_process: end the process at once (os._exit), not by SystemExit, which a worker process of a
+    parallel launcher would catch and outlive (dropbn/signals.py)."""
+    code = getattr(e, "exit_code", 2)
+    print(f"dropbn: error: {first_line(e)}", file=sys.stderr, flush=True)
+    if end_process:
+        sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
