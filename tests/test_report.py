@@ -529,3 +529,10 @@ def test_runs_csv_keeps_no_absolute_data_path():
                          "cfg.data.root": ["rel/root"]})
     out = runs_csv(runs)
     assert "/somewhere" not in out and "cifar10-jpeg.tar.gz" in out and "rel/root" in out
+
+
+def test_baseline_help_names_every_report_kind():
+    from dropbn.report.cli import parser
+    from dropbn.report.collect import KIND_ORDER
+    text = " ".join(parser().format_help().split())
+    assert all(k in text for k in KIND_ORDER) and "dropout_after_bn" in text

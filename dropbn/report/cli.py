@@ -24,13 +24,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from .collect import KIND_ORDER  # the report's kinds, named in one place
     p = _Parser(prog="dropbn report", description=DESCRIPTION)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folder(s) or run folder(s), searched recursively")
     p.add_argument("--out", metavar="OUT", help="output folder (default: DIR/report for one sweep folder; "
                                                 "required with several DIRs)")
     p.add_argument("--baseline", default="reg=none", metavar="KEY=VALUE",
-                   help="which configuration is the baseline: reg=<kind> (none, dropout, batchnorm, both, "
-                        "dropout_before_bn) or any config key, e.g. optim.lr=0.1 (default: reg=none)")
+                   help=f"which configuration is the baseline: reg=<kind> ({', '.join(KIND_ORDER)}) "
+                        "or any config key, e.g. optim.lr=0.1 (default: reg=none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while reading runs")
     return p
 
