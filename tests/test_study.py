@@ -199,6 +199,7 @@ BAD = [
     (["+study.search.optim.lrr=[0.1]"], "study.search.optim.lrr=[0.1]: unknown key; did you mean optim.lr?"),
     (["study.search.optim.lr=[-1,0.1]"], "study.search.optim.lr=-1: must be a number"),
     (["study.variants.reg=[none,bogus]"], "study.variants.reg='bogus': allowed: batchnorm, both, dropout"),
+    (["train.steps=600"], "train.steps=600: dropbn study budgets its runs in epochs"),
     (["study.select=test_acc"], "study.select='test_acc': allowed: val_acc, val_loss"),
     (["study.searcher=random"], "study.searcher='random': allowed: grid, optuna"),
     (["study.tune_seeds=[]"], "study.tune_seeds=[]: must be a non-empty list of integers"),

@@ -140,6 +140,11 @@ class Plan:
                 raise ConfigError("data.val_size", vs, "must be > 0 for dropbn study: the tune stage selects on "
                                                        "a validation split held out from the training set "
                                                        "(e.g. data.val_size=5000)")
+            steps = OmegaConf.select(cfg, "train.steps")
+            if steps is not None:  # selection reads validation curves per whole epoch (report/selection.py)
+                raise ConfigError("train.steps", steps, "dropbn study budgets its runs in epochs: it selects "
+                                                        "an epoch on validation (set train.steps=null and "
+                                                        "train.epochs=N)")
             self.variants.append(Variant(name, ovs, cfg))
         if len({v.name for v in self.variants}) != len(self.variants):
             raise ConfigError("study.variants", to_py(base.study.variants), "two variants are the same")
