@@ -13,6 +13,7 @@ import yaml
 from dropbn.errors import DropbnError
 from dropbn.report import claims as C
 from dropbn.report import cli as report_cli
+from dropbn.report import anchors as A
 from dropbn.report import figures, render, stats, tables
 from dropbn.report.collect import collect, facet, read_runs_csv
 
@@ -536,3 +537,35 @@ def test_baseline_help_names_every_report_kind():
     from dropbn.report.collect import KIND_ORDER
     text = " ".join(parser().format_help().split())
     assert all(k in text for k in KIND_ORDER) and "dropout_after_bn" in text
+
+
+def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
+    """The anchors section: each published number that is about a configuration of the report, with our
+    mean and 95% CI over its completed runs, ours − published, the runs that did not complete, and
+    both settings; an anchor that needs max-norm appears only for runs trained with it."""
+    _root, out, md_path, _ = sweep
+    md = md_path.read_text()
+    assert "## Published numbers next to ours" in md
+    tab = pd.read_csv(out / "tables" / "anchors.csv")
+    assert list(tab["published"]) == ["1.60%", "1.25%"] and list(tab["configuration here"]) == ["none", "dropout"]
+    drop = tab.iloc[1]
+    err = [100 * (1 - a) for a in ACC["dropout"]]
+    ci = stats.mean_ci(err)
+    assert drop["ours (mean ± 95% CI)"] == f"{ci.mean:.2f}% ± {ci.half:.2f}"
+    assert drop["ours − published (pp)"].startswith(f"{ci.mean - 1.25:+.2f} [{ci.mean - 1.25 - ci.half:+.2f}, ")
+    assert drop["n"] == "3 completed, 1 not"   # the unfinished seed 3 is counted, not dropped
+    assert "ReLU MLP 64x64" in drop["setting here"] and "no max-norm" in drop["setting here"]
+    assert "60,000 training images" in drop["setting here"] and "3 epochs, constant lr" in drop["setting here"]
+    assert "Garbin" not in md.split("## Published numbers")[1].split("##")[0]  # not a CIFAR CNN
+
+    root = compare_sweep(tmp_path / "maxnorm", kinds={"dropout": ACC["dropout"]})
+    for f in root.glob("*/summary.json"):  # the same runs, trained with max-norm
+        s = json.loads(f.read_text())
+        s["config"]["reg"]["max_norm"] = 3.5
+        f.write_text(json.dumps(s))
+    tab = A.anchor_table(collect([root], progress=False).runs, tables.group_stats(collect([root], progress=False)))
+    assert list(tab["published"]) == ["1.25%", "1.06%"] and "max-norm 3.5" in tab["setting here"].iloc[1]
+
+    none = compare_sweep(tmp_path / "none_only", kinds={"batchnorm": ACC["batchnorm"]})
+    assert not len(A.anchor_table(collect([none], progress=False).runs,
+                                  tables.group_stats(collect([none], progress=False))))

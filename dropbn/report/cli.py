@@ -15,7 +15,8 @@ from ..runs import is_run_dir
 
 DESCRIPTION = """Collect every run under the given folders and write a comparison report:
 report.md (the article's comparison table measured, a claims check, per-configuration
-statistics, failed / diverged / unfinished runs), tables/*.csv|.tex, runs.csv and figures/*.png."""
+statistics, published numbers next to ours, failed / diverged / unfinished runs), tables/*.csv|.tex,
+runs.csv and figures/*.png."""
 
 
 class _Parser(argparse.ArgumentParser):

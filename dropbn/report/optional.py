@@ -1,5 +1,6 @@
 """The report's sections that appear only when they apply: a learning-rate, training-set-size or
-dropout-rate sweep, placement variants, and diagnostics (variance shift, inference cost).
+dropout-rate sweep, placement variants, diagnostics (variance shift, inference cost), and published
+numbers (anchors) for the configurations they are about.
 
 Each takes the report's Context and returns a Section, or None when the runs do not call for it.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import anchors as A
 from . import figures as F
 from . import shift as SH
 from . import tables as T
@@ -152,4 +154,19 @@ def inference(ctx: Context) -> Section | None:
     s.table("inference", inf, index=False, latex=True)
     s.add(md_table(inf, index=False))
     s.add("Latency in milliseconds per batch, eval mode; throughput in samples per second at batch 256.\n")
+    return s
+
+
+def anchors(ctx: Context) -> Section | None:
+    tab = A.anchor_table(ctx.runs, ctx.gs)
+    if not len(tab):
+        return None
+    s = Section(md=["## Published numbers next to ours\n"])
+    s.table("anchors", tab, index=False, latex=True)
+    s.add(md_table(tab, index=False))
+    s.add("Ours: mean ± 95% CI over the configuration's completed runs (runs that did not complete are "
+          "counted in n and listed below), at the epoch picked on validation where the runs hold out a "
+          "validation split, else at the last epoch. A published number is one figure without an interval; "
+          "'ours − published' carries only our CI. The two setting columns give the difference of settings. "
+          "The anchors are defined in `dropbn/report/anchors.py`.\n")
     return s

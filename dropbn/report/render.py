@@ -18,7 +18,7 @@ from .collect import Collection
 from .markdown import to_latex
 
 # report.md, top to bottom; a section that does not apply returns None
-SECTIONS = (S.header, S.article_notes, S.comparison, S.claims, S.per_configuration, S.problems,
+SECTIONS = (S.header, S.article_notes, S.comparison, S.claims, S.per_configuration, O.anchors, S.problems,
             S.main_figures, S.convergence, O.learning_rate, O.training_set_size, O.dropout_rate,
             O.placement, O.variance_shift, O.inference)
 
