@@ -187,6 +187,27 @@ def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     again = (out / "report.md").read_text()
     strip = [ln for ln in md.splitlines() if not ln.startswith("Generated")]
     assert [ln for ln in again.splitlines() if not ln.startswith("Generated")] == strip
+    assert "Choices at an end" not in md  # two values searched: every choice is an end, none is flagged
+
+
+def test_report_flags_a_choice_at_the_end_of_the_searched_range(study, tmp_path):
+    copy = tmp_path / NAME
+    shutil.copytree(study["dir"], copy, ignore=shutil.ignore_patterns("report", "checkpoint.pt"))
+    sel = yaml.safe_load((copy / "selected.yaml").read_text())
+    chosen = {v["name"]: v["selected"]["point"]["optim.lr"] for v in sel["variants"]}
+    sel["search_space"]["optim.lr"] = ["0.001", "0.005", chosen["reg=none"]]  # none's choice is the largest
+    (copy / "selected.yaml").write_text(yaml.safe_dump(sel))
+    cli_main(["report", str(copy), "--no-progress"])
+    md = (copy / "report" / "report.md").read_text()
+    assert (f"**reg=none: `optim.lr={chosen['reg=none']}` is the largest value searched**: the best value may "
+            f"lie beyond the range") in md
+
+
+def test_search_edge_needs_three_numeric_values():
+    space = {"optim.lr": ["0.01", "0.03", "0.1", "0.3"], "reg.dropout": ["0.2", "0.5"], "reg": ["a", "b", "c"]}
+    assert S.at_search_edge({"optim.lr": "0.3", "reg.dropout": "0.5"}, space) == [("optim.lr", "largest")]
+    assert S.at_search_edge({"optim.lr": "0.01"}, space) == [("optim.lr", "smallest")]
+    assert S.at_search_edge({"optim.lr": "0.03", "reg": "c"}, space) == []
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2

@@ -192,6 +192,23 @@ def score_variant(stage_dir: Path, candidates: list[dict], metric: str) -> list[
     return rank_points(scored)
 
 
+def at_search_edge(point: dict, space: dict) -> list[tuple[str, str]]:
+    """[(key, "smallest" | "largest")] for each numeric key of `point` whose value is an end of the
+    three or more values searched (`space`: key -> values): the best value may lie beyond the range.
+    With two values every choice is an end, so such keys are not flagged."""
+    out = []
+    for k, x in point.items():
+        values = [_num(v) for v in space.get(k) or []]
+        chosen = _num(x)
+        if len(values) < 3 or chosen is None or any(v is None for v in values):
+            continue
+        if chosen == min(values):
+            out.append((k, "smallest"))
+        elif chosen == max(values):
+            out.append((k, "largest"))
+    return out
+
+
 def final_epochs(best: PointScore) -> tuple[int | None, str]:
     """How many epochs the final runs of a selected point train, and why (one sentence).
 

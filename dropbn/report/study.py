@@ -158,7 +158,7 @@ def tuned_section(sel: dict, scored: dict) -> Section:
     # selection
     add("### Selection\n")
     add("**Rule.** " + sel.get("rule", S.rule_text(metric)) + "\n")
-    rows, notes = [], []
+    rows, notes, edges = [], [], []
     for v in sel["variants"]:
         s = v["selected"]
         ranked = scored[v["name"]]
@@ -173,6 +173,9 @@ def tuned_section(sel: dict, scored: dict) -> Section:
             "candidates (with lost seeds)": f"{len(ranked)} ({sum(1 for p in ranked if p.lost)})",
         })
         notes.append(f"- {v['name']}: {s['epochs_rule']}.")
+        edges += [f"- **{v['name']}: `{k}={s['point'][k]}` is the {end} value searched**: the best value may lie "
+                  f"beyond the range, so this variant may be under-tuned; widen `study.search.{k}` to check."
+                  for k, end in S.at_search_edge(s["point"], space)]
         if best is not None and best.point != s["point"]:
             notes.append(f"- **{v['name']}: the tune records now rank {fmt_point(best.point)} first, not the "
                          f"recorded choice** (tune runs changed after the selection); the final runs use the "
@@ -184,6 +187,8 @@ def tuned_section(sel: dict, scored: dict) -> Section:
         "the tune epochs; near zero means the budget let it flatten, a large gain means the runs were cut off "
         "while still improving (raise `train.epochs`).\n")
     add("Epoch counts:\n\n" + "\n".join(notes) + "\n")
+    if edges:
+        add("Choices at an end of a searched range (of three or more values):\n\n" + "\n".join(edges) + "\n")
     # candidates
     add("### Every candidate\n")
     crow = []
