@@ -553,7 +553,7 @@ def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
     ci = stats.mean_ci(err)
     assert drop["ours (mean ± 95% CI)"] == f"{ci.mean:.2f}% ± {ci.half:.2f}"
     assert drop["ours − published (pp)"].startswith(f"{ci.mean - 1.25:+.2f} [{ci.mean - 1.25 - ci.half:+.2f}, ")
-    assert drop["n"] == "3 completed, 1 not"   # the unfinished seed 3 is counted, not dropped
+    assert drop["n"] == "3 completed, 1 not completed"   # the unfinished seed 3 is counted, not dropped
     assert "ReLU MLP 64x64" in drop["setting here"] and "no max-norm" in drop["setting here"]
     assert "60,000 training images" in drop["setting here"] and "3 epochs, constant lr" in drop["setting here"]
     assert "Garbin" not in md.split("## Published numbers")[1].split("##")[0]  # not a CIFAR CNN

@@ -116,7 +116,7 @@ def anchor_table(runs: pd.DataFrame, gs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"source": a.source, "quantity": what, "published": f"{a.published:.2f}%",
                          "published setting": a.setting, "configuration here": str(run["label"]),
                          "ours (mean ± 95% CI)": ours, "ours − published (pp)": diff,
-                         "n": f"{ci.n} completed" + (f", {lost} not" if lost else ""),
+                         "n": f"{ci.n} completed" + (f", {lost} not completed" if lost else ""),
                          "at": "epoch picked on validation" if metric == "val_selected_test_acc" else "last epoch",
                          "setting here": setting_here(run)})
     return pd.DataFrame(rows)
