@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..datasets import DATASETS
 from . import stats
+from .collect import fmt_value
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,7 @@ ANCHORS: tuple[Anchor, ...] = (
 
 def _set(v) -> bool:
     """A config value that switches something on (not null, NaN, 0 or false)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return False
-    return str(v) not in ("0", "0.0", "False", "false", "None", "null", "")
+    return fmt_value(v) not in ("null", "None", "0", "0.0", "false", "False", "")
 
 
 def applies(a: Anchor, row) -> bool:
@@ -61,29 +60,28 @@ def applies(a: Anchor, row) -> bool:
 
 
 def setting_here(row) -> str:
-    """A configuration's settings, in the terms the published settings are given in."""
-    def get(key):
-        v = row.get(f"cfg.{key}")
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-    name, label = str(get("data.name")), row.get("data")
+    """A configuration's settings, in the terms the published settings are given in. Config values
+    are read as text (collect.fmt_value), so runs read back from a runs.csv give the same line."""
+    def get(key) -> str:
+        return fmt_value(row.get(f"cfg.{key}"))
+    name, label = get("data.name"), row.get("data")
     parts = [str(label) if isinstance(label, str) else DATASETS[name].label if name in DATASETS else name]
     if get("model.name") == "mlp":
-        hidden = get("model.hidden") or []
-        widths = hidden.strip("[]").replace(" ", "").split(",") if isinstance(hidden, str) else hidden
-        parts.append("ReLU MLP " + "x".join(str(w) for w in widths))
+        parts.append("ReLU MLP " + get("model.hidden").strip("[]").replace(" ", "").replace(",", "x"))
     elif get("model.name") == "cnn":
         parts.append(f"CNN conv {get('model.channels')} dense {get('model.fc')}")
     n = row.get("train_size_used")
-    if n is not None and not (isinstance(n, float) and math.isnan(n)):
+    if _set(n):
         parts.append(f"{int(n):,} training images")
-    if _set(get("data.augment")):
+    if _set(row.get("cfg.data.augment")):
         parts.append("augmentation")
-    if _set(get("reg.input_dropout")):
+    if _set(row.get("cfg.reg.input_dropout")):
         parts.append(f"input dropout {get('reg.input_dropout')}")
-    if "dropout" in str(row.get("kind")) and _set(get("reg.dropout")):
+    if "dropout" in str(row.get("kind")) and _set(row.get("cfg.reg.dropout")):
         parts.append(f"dropout {get('reg.dropout')}")
-    parts.append(f"max-norm {get('reg.max_norm')}" if _set(get("reg.max_norm")) else "no max-norm")
-    budget = f"{int(get('train.steps')):,} steps" if _set(get("train.steps")) else f"{get('train.epochs')} epochs"
+    parts.append(f"max-norm {get('reg.max_norm')}" if _set(row.get("cfg.reg.max_norm")) else "no max-norm")
+    steps = row.get("cfg.train.steps")
+    budget = f"{int(float(steps)):,} steps" if _set(steps) else f"{get('train.epochs')} epochs"
     sched = get("train.schedule")
     parts.append(budget + (f", {sched} lr schedule" if _set(sched) and sched != "none" else ", constant lr"))
     parts.append(f"{get('optim.name')} lr {get('optim.lr')}")
