@@ -30,9 +30,11 @@ REGS = {
 
 
 def config(reg, seed, lr=0.05, train_size=None, data="mnist", device="cpu", epochs=3, target=0.96,
-           dropout_blocks="all"):
-    r = dict(norm_groups=8, input_dropout=0.0, conv_dropout=0.0, channel_dropout=False,
+           dropout_blocks="all", input_dropout=0.0, dropout=None):
+    r = dict(norm_groups=8, input_dropout=input_dropout, conv_dropout=0.0, channel_dropout=False,
              dropout_blocks=dropout_blocks, max_norm=None, **REGS[reg])
+    if dropout is not None:
+        r["dropout"] = dropout
     return {
         "data": {"name": data, "root": None, "path": None, "cache_dir": None, "download": True,
                  "train_size": train_size, "val_size": 0, "split_seed": 0, "augment": False, "image_size": None},
@@ -123,6 +125,31 @@ def sweep(tmp_path_factory):
     out = root.parent / "out"
     md = report_cli.main([str(root), "--out", str(out), "--no-progress"])
     return root, out, md, before
+
+
+def test_input_dropout_arm_is_compared_with_its_control(tmp_path):
+    """Srivastava et al.'s arm (input dropout 0.2, hidden 0.5) and its control (neither) differ in two
+    dropout keys: both belong to the kind, so the report compares them (one context, claim rows),
+    and a net with input dropout alone is a dropout net too."""
+    root = tmp_path / "sriv"
+    for seed, (a, c) in enumerate([(0.988, 0.985), (0.987, 0.984), (0.989, 0.985)]):
+        make_run(root / f"seed={seed}", "dropout", seed, test_acc=(0.95, a), train_acc=(0.95, 0.995),
+                 input_dropout=0.2)
+        make_run(root / f"reg.dropout=0,reg.input_dropout=0,seed={seed}", "none", seed,
+                 test_acc=(0.95, c), train_acc=(0.95, 1.0))
+    make_run(root / "inputs_only", "none", 0, input_dropout=0.2)
+    coll = collect([root], progress=False)
+    assert set(coll.varying) == {"reg.dropout", "reg.input_dropout", "reg.order"}
+    kinds = dict(zip(coll.runs["run"].str.rsplit("/", n=1).str[-1], coll.runs["kind"]))
+    assert kinds["inputs_only"] == "dropout" and kinds["seed=0"] == "dropout"
+    assert kinds["reg.dropout=0,reg.input_dropout=0,seed=0"] == "none"
+    (root / "inputs_only").rename(tmp_path / "inputs_only")
+    assert collect([root], progress=False).dims == []       # no context split between the arms
+    out = tmp_path / "out"
+    report_cli.main([str(root), "--out", str(out), "--no-progress"])
+    cl = pd.read_csv(out / "tables/claims.csv", na_values=["n/a"])
+    gap = cl[cl["claim"].astype(str) == "3"]
+    assert len(gap) == 1 and gap["a"].iloc[0] == "dropout" and gap["b"].iloc[0] == "none"
 
 
 def test_grouping_by_varying_keys_except_seed(sweep):

@@ -35,7 +35,7 @@ from ..summary import Summary, diagnostic_columns, vs_column
 ENV_FIELDS = ("platform", "cpu_count", "threads")  # summary.json env fields kept as env_* columns
 LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
-REG_KEYS = ("reg.norm", "reg.dropout", "reg.order")  # what the kind is made of
+REG_KEYS = ("reg.norm", "reg.dropout", "reg.input_dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
          "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
@@ -215,22 +215,31 @@ def status_detail(row) -> str:
 
 # ---------------------------------------------------------------- configurations
 
+def _rate(v) -> float:
+    try:
+        return float(v or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def reg_kind(cfg: dict) -> str:
     """'none', 'dropout', 'batchnorm', 'both', 'dropout_after_bn', 'dropout_before_bn' (or layernorm /
     groupnorm variants). With batch norm and dropout: 'dropout_before_bn' when dropout comes before the
     norm in the block, 'dropout_after_bn' when it follows the norm directly (e.g. [act,norm,dropout],
-    the matched partner of [act,dropout,norm]), 'both' otherwise (the standard [norm,act,dropout])."""
+    the matched partner of [act,dropout,norm]), 'both' otherwise (the standard [norm,act,dropout]).
+    Dropout on the input pixels (reg.input_dropout) is dropout too: a net with it and no hidden dropout
+    is 'dropout' (or 'both' with batch norm), so that Srivastava et al.'s arm (input 0.2, hidden 0.5)
+    and its control (neither) are one comparison, not two contexts."""
     norm = str(cfg.get("reg.norm", "none"))
-    try:
-        rate = float(cfg.get("reg.dropout") or 0.0)
-    except (TypeError, ValueError):
-        rate = 0.0
-    has_norm, has_drop = norm not in ("none", "None"), rate > 0
+    rate, inputs = _rate(cfg.get("reg.dropout")), _rate(cfg.get("reg.input_dropout"))
+    has_norm, has_drop = norm not in ("none", "None"), rate > 0 or inputs > 0
     nname = NORM_NAMES.get(norm, f"{norm}norm")
     if not has_norm:
         return "dropout" if has_drop else "none"
     if not has_drop:
         return nname
+    if rate == 0:  # dropout on the input pixels only: no dropout inside the blocks, so no placement
+        return "both" if norm == "batch" else f"{nname}+dropout"
     order = list(cfg.get("reg.order") or [])
     before = "dropout" in order and "norm" in order and order.index("dropout") < order.index("norm")
     if norm == "batch":
