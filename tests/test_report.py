@@ -569,7 +569,8 @@ def test_baseline_help_names_every_report_kind():
 def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
     """The anchors section: each published number that is about a configuration of the report, with our
     mean and 95% CI over its completed runs, ours − published, the runs that did not complete, and
-    both settings; an anchor that needs max-norm appears only for runs trained with it."""
+    both settings; an anchor that needs max-norm appears only for runs trained with it, and none for a
+    configuration trained on a subset of the training images."""
     _root, out, md_path, _ = sweep
     md = md_path.read_text()
     assert "## Published numbers next to ours" in md
@@ -596,3 +597,14 @@ def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
     none = compare_sweep(tmp_path / "none_only", kinds={"batchnorm": ACC["batchnorm"]})
     assert not len(A.anchor_table(collect([none], progress=False).runs,
                                   tables.group_stats(collect([none], progress=False))))
+
+    small = compare_sweep(tmp_path / "subset", kinds={"dropout": ACC["dropout"]}, train_size=1000)
+    assert not len(A.anchor_table(collect([small], progress=False).runs,  # 1,000 images: no match
+                                  tables.group_stats(collect([small], progress=False))))
+    held_out = compare_sweep(tmp_path / "held_out", kinds={"dropout": ACC["dropout"]}, train_size=55000)
+    for f in held_out.glob("*/summary.json"):  # all but a 5,000-image validation split
+        s = json.loads(f.read_text())
+        s["config"]["data"]["val_size"] = 5000
+        f.write_text(json.dumps(s))
+    assert len(A.anchor_table(collect([held_out], progress=False).runs,
+                              tables.group_stats(collect([held_out], progress=False)))) == 1

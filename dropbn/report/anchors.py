@@ -2,7 +2,7 @@
 
 An anchor names the data sets, model and regularisation kind (collect.reg_kind) it matches, the
 published test error or accuracy and the published setting. A report lists, for every configuration
-that matches an anchor, dropbn's number for it (mean ± 95% CI over its completed runs, with how many
+that matches an anchor (trained on the full training set), dropbn's number for it (mean ± 95% CI over its completed runs, with how many
 runs did not complete) and that configuration's own settings beside the published ones, so the
 setting difference is read off one row. Pure: no torch, no file access.
 """
@@ -51,12 +51,24 @@ def _set(v) -> bool:
     return fmt_value(v) not in ("null", "None", "0", "0.0", "false", "False", "")
 
 
+def full_training_set(a: Anchor, row) -> bool:
+    """Whether the run trained on all of the data set's training images but its validation split: a
+    published number is for the whole training set, so a subset (a data-size study's 1k images) is no
+    match for it. A run whose image count is unknown counts as full unless data.train_size is set."""
+    used = pd.to_numeric(pd.Series([row.get("train_size_used")]), errors="coerce").iloc[0]
+    if pd.isna(used):
+        return not _set(row.get("cfg.data.train_size"))
+    val = pd.to_numeric(pd.Series([row.get("cfg.data.val_size")]), errors="coerce").fillna(0).iloc[0]
+    return used + val >= min(DATASETS[d].train_images for d in a.data)
+
+
 def applies(a: Anchor, row) -> bool:
     """Whether anchor `a` is about the configuration of `row` (a run of it)."""
     labels = {DATASETS[d].label for d in a.data}  # an image folder of the data set carries its label
     return ((str(row.get("cfg.data.name")) in a.data or str(row.get("data")) in labels)
             and str(row.get("cfg.model.name")) == a.model
-            and str(row.get("kind")) == a.kind and all(_set(row.get(f"cfg.{k}")) for k in a.needs))
+            and str(row.get("kind")) == a.kind and all(_set(row.get(f"cfg.{k}")) for k in a.needs)
+            and full_training_set(a, row))
 
 
 def setting_here(row) -> str:
