@@ -2,18 +2,20 @@
 
     python scripts/headline_table.py [results]
 
-Reads results/compare_*/report/tables/per_configuration.csv (written by
-`dropbn report`) and prints one Markdown row per configuration with, for each
-study, final test accuracy and the train - test accuracy gap as mean ± 95% CI.
+Reads results/<study>/report/tables/per_configuration.csv (written by
+`dropbn report`) of each study below and prints one Markdown row per configuration
+with, for each study, final test accuracy and the train - test accuracy gap as
+mean ± 95% CI. The current (tuned) studies stand in for the v1 compare_* ones;
+Fashion-MNIST stays on v1 until tuned_fashion_mlp is done.
 """
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-STUDIES = [("compare_mnist_mlp", "MNIST, MLP 2x1024"),
-           ("compare_fashion_mlp", "Fashion-MNIST, MLP 2x1024"),
-           ("compare_cifar10_cnn", "CIFAR-10 (JPEG q75 mirror, 10k subset), CNN")]
+STUDIES = [("tuned_mnist_mlp", "MNIST, MLP 2x1024, tuned"),
+           ("compare_fashion_mlp", "Fashion-MNIST, MLP 2x1024, v1 (untuned)"),
+           ("tuned_cifar10_cnn", "CIFAR-10 (JPEG q75 mirror, all 50k images), CNN, tuned")]
 
 
 def cell(row, key, scale=100, digits=2):
@@ -30,7 +32,7 @@ def main(root="results"):
         if p.exists():
             frames[label] = pd.read_csv(p).set_index("configuration")
     if not frames:
-        sys.exit(f"no reports under {root}/compare_*/report/")
+        sys.exit(f"no reports under {root}/: " + ", ".join(n for n, _ in STUDIES))
     configs = list(dict.fromkeys(c for f in frames.values() for c in f.index))
     head = "| configuration | " + " | ".join(f"{lab}: test acc. (%) | gap (pp)" for lab in frames) + " |"
     print(head)
