@@ -2,9 +2,10 @@
 
 An anchor names the data sets, model and regularisation kind (collect.reg_kind) it matches, the
 published test error or accuracy and the published setting. A report lists, for every configuration
-that matches an anchor (trained on the full training set), dropbn's number for it (mean ± 95% CI over its completed runs, with how many
-runs did not complete) and that configuration's own settings beside the published ones, so the
-setting difference is read off one row. Pure: no torch, no file access.
+that matches an anchor (and trained on the full training set), dropbn's number for it (mean ± 95% CI
+over its completed runs, with how many runs did not complete) and that configuration's own settings
+beside the published ones, so the setting difference is read off one row. Pure: no torch, no file
+access.
 """
 from __future__ import annotations
 
