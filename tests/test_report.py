@@ -30,11 +30,9 @@ REGS = {
 
 
 def config(reg, seed, lr=0.05, train_size=None, data="mnist", device="cpu", epochs=3, target=0.96,
-           dropout_blocks="all", input_dropout=0.0, dropout=None):
+           dropout_blocks="all", input_dropout=0.0):
     r = dict(norm_groups=8, input_dropout=input_dropout, conv_dropout=0.0, channel_dropout=False,
              dropout_blocks=dropout_blocks, max_norm=None, **REGS[reg])
-    if dropout is not None:
-        r["dropout"] = dropout
     return {
         "data": {"name": data, "root": None, "path": None, "cache_dir": None, "download": True,
                  "train_size": train_size, "val_size": 0, "split_seed": 0, "augment": False, "image_size": None},

@@ -56,11 +56,11 @@ def full_training_set(a: Anchor, row) -> bool:
     """Whether the run trained on all of the data set's training images but its validation split: a
     published number is for the whole training set, so a subset (a data-size study's 1k images) is no
     match for it. A run whose image count is unknown counts as full unless data.train_size is set."""
-    used = pd.to_numeric(pd.Series([row.get("train_size_used")]), errors="coerce").iloc[0]
+    used = pd.to_numeric(row.get("train_size_used"), errors="coerce")
     if pd.isna(used):
         return not _set(row.get("cfg.data.train_size"))
-    val = pd.to_numeric(pd.Series([row.get("cfg.data.val_size")]), errors="coerce").fillna(0).iloc[0]
-    return used + val >= min(DATASETS[d].train_images for d in a.data)
+    val = pd.to_numeric(row.get("cfg.data.val_size"), errors="coerce")
+    return used + (0 if pd.isna(val) else val) >= min(DATASETS[d].train_images for d in a.data)
 
 
 def applies(a: Anchor, row) -> bool:
