@@ -404,3 +404,80 @@ def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_
         assert st.optuna_budget(st.variants[0]) == 2
     finally:
         st.hy.close()
+
+
+@needs_mnist
+def test_a_stage_waits_for_a_run_another_process_holds(tmp_path):
+    """Processes may share a study folder. A tune run claimed by another live process is neither
+    scored as lost nor selected around: the study waits for it, and once its holder lets go
+    without finishing it, the study trains it itself and selects from every run."""
+    from dropbn import claims
+    from dropbn.study import Study
+
+    args = [a for a in ARGS if not a.startswith("study.variants.reg=")] + ["study.variants.reg=[none]",
+                                                                           f"out_root={tmp_path}"]
+    st = Study(args)
+    try:
+        sw = st.tune_sweeps()["reg=none"]
+    finally:
+        st.hy.close()
+    sdir = tmp_path / NAME
+    held, free = (sdir / "tune" / job[2] for job in sw.jobs)  # lr 0.01 and lr 0.3, seed 0
+    claim = claims.acquire(held, 600)  # "another process": this test's pid, alive, not the study's
+    p = subprocess.Popen([DROPBN, "study", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=dict(os.environ), start_new_session=True)
+    try:
+        out, t0 = [], time.monotonic()
+        while not any("waiting for 1 run(s) trained by other processes" in line for line in out):
+            line = p.stdout.readline()
+            assert line or p.poll() is None, "".join(out)[-3000:]
+            assert time.monotonic() - t0 < 240, "".join(out)[-3000:]
+            out.append(line)
+        assert json.loads((free / "summary.json").read_text())["status"] == "completed"
+        time.sleep(2 * 5.0)  # two polls later: still waiting, nothing selected
+        assert p.poll() is None and not (sdir / S.SELECTED).exists()
+        assert not (held / "summary.json").exists()
+        claim.release()
+        rest = p.communicate(timeout=300)[0]
+    finally:
+        claim.release()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    text = "".join(out) + rest
+    assert p.returncode == 0, text[-3000:]
+    assert "1 unfinished run(s) that no live process holds: training them here" in text
+    assert json.loads((held / "summary.json").read_text())["status"] == "completed"
+    (v,) = yaml.safe_load((sdir / S.SELECTED).read_text())["variants"]
+    assert v["selected"]["lost_seeds"] == 0 and all(c["lost_seeds"] == 0 for c in v["candidates"])
+
+
+def test_a_stage_trains_an_unheld_run_once_then_stops_with_one_line(tmp_path, monkeypatch):
+    """The end-of-stage loop on real folders and claims, with the training child replaced: an unfinished
+    run nobody holds is trained here; if it is still unfinished right after, the study stops (exit 1)."""
+    from types import SimpleNamespace
+
+    from dropbn.study import sweeps as SW
+
+    sw = SimpleNamespace(stage="tune", variant=SimpleNamespace(name="reg=none"), args=[],
+                         jobs=[((0.1,), 0, "a"), ((0.1,), 1, "b")])
+    (tmp_path / "tune" / "a").mkdir(parents=True)
+    (tmp_path / "tune" / "a" / "summary.json").write_text(json.dumps({"status": "completed"}))
+    calls = []
+
+    def finishing(study_dir, s):  # the second call (the retry) finishes run b
+        calls.append(s.variant.name)
+        if len(calls) == 2:
+            (study_dir / "tune" / "b").mkdir(parents=True)
+            (study_dir / "tune" / "b" / "summary.json").write_text(json.dumps({"status": "completed"}))
+
+    monkeypatch.setattr(SW, "run_sweep", finishing)
+    SW.run_stage(tmp_path, [sw], poll_s=0.01)
+    assert calls == ["reg=none", "reg=none"]
+
+    sw.jobs.append(((0.1,), 2, "c"))
+    calls.clear()
+    monkeypatch.setattr(SW, "run_sweep", lambda study_dir, s: calls.append(s.variant.name))
+    with pytest.raises(SW.StageError, match=r"^study stopped: tune reg=none: 1 run\(s\) stay unfinished with no "
+                                           r"process training them \(e\.g\. c\)") as e:
+        SW.run_stage(tmp_path, [sw], poll_s=0.01)
+    assert e.value.exit_code == 1 and calls == ["reg=none", "reg=none"]

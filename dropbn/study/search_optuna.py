@@ -12,7 +12,7 @@ from ..report import selection as S
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_TUNE, Plan, Variant
 from .spec import optuna_module
-from .sweeps import log, run_sweep
+from .sweeps import log, run_stage
 
 
 def study_name(st: Plan, v: Variant) -> str:
@@ -87,7 +87,7 @@ def tune_optuna(st: Plan, v: Variant) -> list[dict]:
 def optuna_trial(st: Plan, ost, v: Variant, number: int, point: dict) -> None:
     """Train a trial's runs (unless done) and tell Optuna its mean validation metric."""
     sw = st.point_sweep(STAGE_TUNE, v, point, st.spec.tune_seeds)
-    run_sweep(st.dir, sw)
+    run_stage(st.dir, [sw])
     c = st.candidates(v, [point], sw.jobs)[0]
     TrialState = optuna_module().trial.TrialState
     ps = S.score_variant(st.dir / STAGE_TUNE, [c], st.spec.select)[0]

@@ -12,7 +12,7 @@ from ..runs import atomic_write_text
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_FINAL, STAGE_TUNE, Plan, Sweep
 from .search_optuna import tune_optuna
-from .sweeps import log, run_sweep
+from .sweeps import log, run_stage
 
 
 class Study(Plan):
@@ -20,18 +20,27 @@ class Study(Plan):
 
     def tune(self) -> dict:
         """-> {variant name: [{"point": {...}, "runs": [{"seed", "run"}], "trial": n?}]} in search order."""
+        grid = self.tune_sweeps()
+        run_stage(self.dir, list(grid.values()))  # every variant's grid, then the wait for other processes
         cands = {}
         for v in self.variants:
-            if self.spec.searcher == "optuna" and v.search:
-                cands[v.name] = tune_optuna(self, v)
+            if v.name in grid:
+                cands[v.name] = self.candidates(v, v.grid(), grid[v.name].jobs)
             else:
-                keys = [k for k, _ in v.search]
-                body = self.passed + v.overrides + [f"{v.prefix[k]}{k}={','.join(ov_value(x) for x in vals)}"
-                                                    for k, vals in v.search]
-                sw = self.sweep(STAGE_TUNE, v, body, keys, self.spec.tune_seeds)
-                run_sweep(self.dir, sw)
-                cands[v.name] = self.candidates(v, v.grid(), sw.jobs)
+                cands[v.name] = tune_optuna(self, v)
         return cands
+
+    def tune_sweeps(self) -> dict[str, Sweep]:
+        """{variant name: its tune sweep} for the variants searched on a grid (all but Optuna's)."""
+        out = {}
+        for v in self.variants:
+            if self.spec.searcher == "optuna" and v.search:
+                continue
+            keys = [k for k, _ in v.search]
+            body = self.passed + v.overrides + [f"{v.prefix[k]}{k}={','.join(ov_value(x) for x in vals)}"
+                                                for k, vals in v.search]
+            out[v.name] = self.sweep(STAGE_TUNE, v, body, keys, self.spec.tune_seeds)
+        return out
 
     def select(self, cands: dict) -> dict:
         """Score and rank every variant's candidates; plan the final runs; write selected.yaml."""
@@ -89,8 +98,7 @@ class Study(Plan):
         return doc
 
     def final(self) -> None:
-        for sw in self.finals:
-            run_sweep(self.dir, sw)
+        run_stage(self.dir, self.finals)
 
     def report(self) -> Path:
         # imported here: pandas and matplotlib take ~1.4 s to import, which `dropbn study --help` and a study

@@ -1,4 +1,10 @@
-"""Running one planned sweep of a study as a child `dropbn train -m` process; the study's progress lines."""
+"""Running a study's planned sweeps as child `dropbn train -m` processes; the study's progress lines.
+
+A stage (tune, final, one Optuna trial) ends only when every one of its runs has ended, so the
+selection and the report never read a stage that is still being trained. Several `dropbn study`
+processes (or `dropbn train -m` processes) may share a study folder: their training sweeps split
+the runs through run claims (dropbn/claims.py), and at the end of a stage each process waits for
+the runs that others hold, and trains any run whose holder has gone (its claim is dead)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,13 +14,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from .. import claims
 from ..report import selection as S
 from ..errors import DropbnError, Interrupted
 
 DONE = ("completed", "diverged")                 # a run that a re-run would not change
 TERMINAL = ("completed", "diverged", "failed")   # a run that ended (a failed one is retried next time)
+POLL_S = 5.0   # how often a stage waiting for other processes' runs looks at their folders
 
 
 def log(msg: str) -> None:
@@ -52,6 +63,58 @@ def run_sweep(study_dir: Path, sw) -> None:
             err.exit_code = rc if 0 < rc < 126 else 1
             raise err
         log(f"{what}: dropbn train exited with code {rc}, every run ended; failed runs lose the selection")
+
+
+def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S) -> None:
+    """Train the sweeps' missing runs, then wait until every run of them has ended (module docstring):
+    a run held by a live claim of another process is waited for; an unfinished run that nobody holds
+    is trained here. Raises StageError when a run stays unfinished with nobody training it."""
+    for sw in sweeps:
+        run_sweep(study_dir, sw)
+    stage = sweeps[0].stage if sweeps else ""
+    total = sum(len(sw.jobs) for sw in sweeps)
+    retried: dict[int, set] = {}  # sweep index -> the unheld unfinished runs it was re-run for
+    bar, owners_seen = None, None
+    try:
+        while True:
+            held, unheld = [], {}
+            for i, sw in enumerate(sweeps):
+                for job in sw.jobs:
+                    if run_status(study_dir, sw.stage, job[2]) in TERMINAL:
+                        continue
+                    claim = claims.current(study_dir / sw.stage / job[2])
+                    if claim is not None and claim.dead_because() is None:
+                        held.append(claim)
+                    else:
+                        unheld.setdefault(i, set()).add(job[2])
+            if not held and not unheld:
+                return
+            retried = {i: runs for i, runs in retried.items() if i in unheld}  # held again or ended since
+            for i, runs in unheld.items():
+                if retried.get(i) == runs:  # trained here a moment ago and still unfinished, nobody on it
+                    err = StageError(f"study stopped: {stage} {sweeps[i].variant.name}: {len(runs)} run(s) stay "
+                                     f"unfinished with no process training them (e.g. {sorted(runs)[0]}); "
+                                     f"run the same command again to continue")
+                    err.exit_code = 1
+                    raise err
+                retried[i] = runs
+                log(f"{stage} {sweeps[i].variant.name}: {len(runs)} unfinished run(s) that no live process "
+                    f"holds: training them here")
+                run_sweep(study_dir, sweeps[i])
+            if unheld:
+                continue
+            owners = sorted({c.owner for c in held})
+            if owners != owners_seen:
+                log(f"{stage}: waiting for {len(held)} run(s) trained by other processes ({', '.join(owners)})")
+                owners_seen = owners
+            if bar is None:
+                bar = tqdm(total=total, desc=f"{stage}: runs ended", unit="run", leave=False, disable=None)
+            bar.n = total - len(held)
+            bar.refresh()
+            time.sleep(poll_s)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def train_command() -> list[str]:
