@@ -60,10 +60,11 @@ def _git_commit() -> str | None:
     return (rev + ("+dirty" if dirty else "")) if rev else None
 
 
-def environment(device) -> dict:
-    """summary.json's `env`: library versions, device, threads, platform and the code's git commit."""
+def environment(device, parallel_runs: int | None = 1) -> dict:
+    """summary.json's `env`: library versions, device, threads, the runs of its launch that shared the
+    machine (dropbn/parallel.py), platform and the code's git commit."""
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-           "python": platform.python_version(), "platform": platform.platform(),
+           "parallel_runs": parallel_runs, "python": platform.python_version(), "platform": platform.platform(),
            "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -31,22 +31,34 @@ def run_threads(launcher, env=None) -> int | None:
     """Threads for one run under `launcher` (hydra.launcher), or None to leave torch's default."""
     env = os.environ if env is None else env
     launcher = launcher or {}
-    target = str(launcher.get("_target_", ""))
     cpus = available_cpus()
-    sweep = int(env.get("DROPBN_SWEEP_JOBS") or 0) or None
     slurm = env.get("SLURM_CPUS_PER_TASK")
     if slurm and slurm.isdigit() and int(slurm) > 0:
         return min(int(slurm), cpus)
     per_task = launcher.get("cpus_per_task")
     if per_task:
         return max(1, min(int(per_task), cpus))
+    workers = parallel_runs(launcher, env)
+    return max(1, cpus // workers) if workers and workers > 1 else None
+
+
+def parallel_runs(launcher, env=None) -> int | None:
+    """How many runs of this launch train side by side on this machine (summary.json env.parallel_runs,
+    so timing comparisons can tell runs that shared the machine from runs that had it alone):
+    joblib's workers (capped at the sweep's runs), every run of the sweep under submitit_local, else 1
+    (a single run, a sequential sweep). None under the submitit SLURM launcher: each run has its own
+    allocation and what else shares its node is not known here."""
+    env = os.environ if env is None else env
+    launcher = launcher or {}
+    target = str(launcher.get("_target_", ""))
+    sweep = int(env.get("DROPBN_SWEEP_JOBS") or 0) or None
+    if "Slurm" in target:
+        return None
     n_jobs = launcher.get("n_jobs")
     if n_jobs is not None:
         n = int(n_jobs)
-        workers = n if n > 0 else max(1, cpus + 1 + n)
-        if sweep:
-            workers = min(workers, sweep)
-        return max(1, cpus // workers) if workers > 1 else None
-    if "LocalLauncher" in target and sweep and sweep > 1:
-        return max(1, cpus // sweep)
-    return None
+        workers = n if n > 0 else max(1, available_cpus() + 1 + n)
+        return min(workers, sweep) if sweep else workers
+    if "LocalLauncher" in target:
+        return sweep or 1
+    return 1

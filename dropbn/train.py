@@ -39,6 +39,7 @@ from .measure import evaluate
 from .checkpoint import environment, load_checkpoint, save_checkpoint
 from .runs import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
                    remove_stale_tmp, same_config)
+from .parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
 from .signals import requested_signal
 from .summary import summarize
@@ -77,6 +78,7 @@ class Job:
     eval_batches: dict             # "train" (a fixed subset), "test", and "val" when split off
     max_w: list                    # the weights under the max-norm constraint
     amp: bool                      # bf16 autocast (CUDA only)
+    parallel_runs: int | None = 1  # runs of this launch sharing the machine (dropbn/parallel.py)
 
 
 def setup(cfg, launcher=None) -> Job:
@@ -110,7 +112,7 @@ def setup(cfg, launcher=None) -> Job:
                opt=opt, sched=sched, gen=gen, train_batches=train_batches, budget=budget,
                eval_batches=eval_batches,
                max_w=models.hidden_weights(model) if cfg.reg.max_norm else [],
-               amp=cfg.train.amp and device.type == "cuda")
+               amp=cfg.train.amp and device.type == "cuda", parallel_runs=parallel_runs(launcher))
 
 
 def _rng_state(device, gen) -> dict:
@@ -310,7 +312,7 @@ def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at
     """Write summary.json (with diagnostics after a completed run, when asked) and metrics.csv."""
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at,
                         params=models.count_params(job.model), data=job.data, config=config,
-                        env=environment(job.device), epochs=job.budget.passes, steps=job.budget.total)
+                        env=environment(job.device, job.parallel_runs), epochs=job.budget.passes, steps=job.budget.total)
     if status == "completed" and cfg.train.diagnostics:
         summary["diagnostics"] = run_diagnostics(job.model, job.data, cfg, job.device)
     rd.write_metrics(rows)

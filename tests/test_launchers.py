@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from dropbn.parallel import available_cpus, run_threads
+from dropbn.parallel import available_cpus, parallel_runs, run_threads
 
 from .conftest import TINY, needs_mnist, run_cli
 
@@ -63,6 +63,21 @@ def test_run_threads_share_the_cores():
     assert run_threads(local, env={"DROPBN_SWEEP_JOBS": "2"}) == max(1, cpus // 2)
 
 
+def test_parallel_runs_counts_the_runs_sharing_the_machine():
+    """summary.json env.parallel_runs: what a timing comparison needs to know about its runs."""
+    cpus = available_cpus()
+    assert parallel_runs(None, env={}) == 1                                          # a single run
+    assert parallel_runs({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+                         env={"DROPBN_SWEEP_JOBS": "6"}) == 1                        # a sequential sweep
+    assert parallel_runs({"n_jobs": 3}, env={"DROPBN_SWEEP_JOBS": "12"}) == 3
+    assert parallel_runs({"n_jobs": 8}, env={"DROPBN_SWEEP_JOBS": "2"}) == 2          # only 2 runs to share
+    assert parallel_runs({"n_jobs": -1}, env={}) == cpus
+    local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}
+    assert parallel_runs(local, env={"DROPBN_SWEEP_JOBS": "5"}) == 5                 # all at once
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
+    assert parallel_runs(slurm, env={"DROPBN_SWEEP_JOBS": "5"}) is None              # its own allocation
+
+
 @needs_submitit
 def test_slurm_preset_requests_a_gpu_only_for_cuda():
     from hydra import compose, initialize_config_dir
@@ -90,6 +105,7 @@ def test_joblib_sweep_runs_in_parallel_with_a_share_of_the_cores(tmp_path):
     assert len(s) == 2 and all(x["status"] == "completed" for x in s)
     assert {x["seed"] for x in s} == {0, 1}
     assert all(x["env"]["threads"] == max(1, available_cpus() // 2) for x in s)
+    assert all(x["env"]["parallel_runs"] == 2 for x in s)
 
 
 @needs_mnist
@@ -100,6 +116,7 @@ def test_submitit_local_sweep(tmp_path):
     s = summaries(tmp_path)
     assert len(s) == 2 and all(x["status"] == "completed" for x in s)
     assert all(x["env"]["threads"] == max(1, available_cpus() // 2) for x in s)
+    assert all(x["env"]["parallel_runs"] == 2 for x in s)
 
 
 @needs_mnist

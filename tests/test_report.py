@@ -324,12 +324,14 @@ def test_all_diverged_arm_and_trainability(tmp_path):
 def test_timing_claims_name_what_differs(tmp_path):
     root = tmp_path / "t"
     for seed in range(3):
-        make_run(root / f"reg=none,seed={seed}", "none", seed, sec=1.0 + seed / 10, env={"threads": 1})
+        make_run(root / f"reg=none,seed={seed}", "none", seed, sec=1.0 + seed / 10,
+                 env={"threads": 1, "parallel_runs": 1})
         make_run(root / f"reg=batchnorm,seed={seed}", "batchnorm", seed, sec=2.0 + seed / 10,
-                 env={"threads": 2, "platform": "Linux-x", "cpu_count": 8})
+                 env={"threads": 2, "platform": "Linux-x", "cpu_count": 8, "parallel_runs": 6 - 3 * (seed > 0)})
     six = rows(check(collect([root], progress=False)))["6"]
     assert six["test"] == "Welch on log values" and six["diff"] > 1
     assert "thread counts differ (2 vs 1)" in six["note"]
+    assert "runs sharing the machine differ (3, 6 vs 1)" in six["note"]
     assert "first epoch" in six["note"]   # these runs record no steady-state time: the note says so
 
 

@@ -33,6 +33,7 @@ def test_short_real_run_beats_90_percent_and_writes_its_files(tmp_path):
     assert s["generalization_gap"] == pytest.approx(s["final_train_acc"] - s["final_test_acc"])
     assert s["epochs_to_target"] in (1, 2)
     assert s["env"]["torch"] == torch.__version__ and s["env"]["device"] == "cpu"
+    assert s["env"]["parallel_runs"] == 1  # a single run has the machine to itself
     rows = read_metrics(tmp_path / "metrics.csv")
     assert len(rows) == 2 and METRIC_COLS <= set(rows[0])
     # no validation split: no epoch is selected (never on test); the test maximum is only an oracle

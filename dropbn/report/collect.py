@@ -32,7 +32,7 @@ from ..errors import DropbnError
 from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, flatten, is_run_dir
 from ..summary import Summary, diagnostic_columns, vs_column
 
-ENV_FIELDS = ("platform", "cpu_count", "threads")  # summary.json env fields kept as env_* columns
+ENV_FIELDS = ("platform", "cpu_count", "threads", "parallel_runs")  # summary.json env fields kept as env_* columns
 LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
 REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.input_dropout", "reg.order")  # what the kind is made of
@@ -186,7 +186,7 @@ def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None
         row["diverged_at"] = s.diverged_at
         env = s.env or {}
         row["git_commit"], row["device_used"] = env.get("git_commit"), env.get("device")
-        row["env_platform"], row["env_cpu_count"], row["env_threads"] = (env.get(k) for k in ENV_FIELDS)
+        row.update({f"env_{k}": env.get(k) for k in ENV_FIELDS})
         row.update(diagnostic_columns(s.diagnostics))
     else:
         row["seed"] = cfg.get("seed")

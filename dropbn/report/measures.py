@@ -23,7 +23,7 @@ from . import exact, stats
 
 CHANCE_MARGIN = 0.02   # final test accuracy below 1 / classes + this counts as "ended at chance"
 ENV_KEYS = (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env_threads", "thread counts"),
-            ("git_commit", "commits"), ("device_used", "devices"))
+            ("env_parallel_runs", "runs sharing the machine"), ("git_commit", "commits"), ("device_used", "devices"))
 
 
 @dataclass(frozen=True)
