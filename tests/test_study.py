@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from dropbn.report import selection as S
+from dropbn.config import CONFIG_DIR
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
@@ -285,6 +287,12 @@ def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
             has_dropout = v.cfg.reg.dropout > 0
             assert ("reg.dropout" in dict(v.search)) == (has_dropout and "reg.dropout" in dict(spec.search))
             assert ("reg.dropout" in v.skipped) == (not has_dropout and "reg.dropout" in dict(spec.search))
+        # the run count the preset's header documents (and results/README.md repeats) is the planned one
+        header = next(line for line in (CONFIG_DIR / "exp" / f"{exp}.yaml").read_text().splitlines()
+                      if line.startswith("# Runs:"))
+        documented = sum(map(int, re.search(r"= (\d+(?: \+ \d+)*)", header).group(1).split(" + ")))
+        planned = sum(len(sw.jobs) for sw in st.tune_sweeps().values()) + len(st.variants) * len(spec.final_seeds)
+        assert planned == documented, header
     finally:
         st.hy.close()
 
@@ -481,3 +489,4 @@ def test_a_stage_trains_an_unheld_run_once_then_stops_with_one_line(tmp_path, mo
                                            r"process training them \(e\.g\. c\)") as e:
         SW.run_stage(tmp_path, [sw], poll_s=0.01)
     assert e.value.exit_code == 1 and calls == ["reg=none", "reg=none"]
+
