@@ -3,7 +3,7 @@
     dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
     dropbn report DIR [DIR ...]        comparison report of the runs under DIR
     dropbn study +exp=NAME [overrides] tune on validation -> select -> final on test -> report
-    dropbn status DIR | -m OVERRIDES   the state of every run of a sweep
+    dropbn status DIR | -m OVERRIDES | --study OVERRIDES   the state of every run of a sweep or study
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ commands:
            report (dropbn study +exp=tuned_mnist_mlp; dropbn study --help)
   status   the state of every run of a sweep (completed, running, partial, failed,
            missing) and an ETA: dropbn status results/NAME, or the arguments of
-           dropbn train -m (dropbn status -m +exp=NAME); exit 0 when all finished
+           dropbn train -m (dropbn status -m +exp=NAME), or of dropbn study after
+           --study (dropbn status --study +exp=tuned_mnist_mlp); exit 0 when all finished
   diagnose add BN variance shift, BN folding, timing to finished runs (dropbn diagnose DIR)
   export   TensorBoard event files of finished runs, one subfolder per run
            (dropbn export tensorboard results/compare_mnist_mlp --out tb)

@@ -1,9 +1,15 @@
-"""`dropbn status`: where a sweep stands, read from its run folders; nothing runs, no torch.
+"""`dropbn status`: where a sweep stands, read from its run folders; nothing runs, and only --study
+(which validates the study's configs, as `dropbn study` does) loads torch.
 
     dropbn status results/NAME [DIR ...]     every run folder found under the folders
     dropbn status -m +exp=NAME seed=0,1      the runs `dropbn train` with these arguments would
                                              make (composed with Hydra, as the pre-check does),
                                              missing ones included
+    dropbn status --study +exp=NAME [...]    every run of `dropbn study` with these arguments:
+                                             its tune runs, then its final runs, named from the
+                                             selection once the tune stage has ended (the same
+                                             rule the study applies); before that, one line per
+                                             variant and final seed, at the tune budget
 
 Each run gets one state:
 
@@ -38,11 +44,13 @@ STATES = ("completed", "diverged", "running", "partial", "failed", "missing")
 EPOCH_COLUMNS = ("epoch_seconds", "eval_seconds")  # metrics.csv: one epoch's wall time, summed
 
 USAGE = """usage: dropbn status DIR [DIR ...] | dropbn status [-m] [OVERRIDES ...]
+       dropbn status --study +exp=NAME [OVERRIDES ...]
 
 Show the state of every run of a sweep: completed, diverged, running (claimed by
 host:pid), partial k/N epochs, failed (with its error), missing; and an ETA. Give result folders,
-or the arguments of `dropbn train -m ...` (the sweep is composed, nothing runs). Exit code 0 when
-every run is finished (completed or diverged), 1 otherwise."""
+or the arguments of `dropbn train -m ...` (the sweep is composed, nothing runs), or after --study
+the arguments of `dropbn study` (its tune and final runs, those not yet started included). Exit
+code 0 when every run is finished (completed or diverged), 1 otherwise."""
 
 
 @dataclass
@@ -179,6 +187,40 @@ def sweep_states(args: list[str]) -> list[tuple[str, RunState]]:
             for f, cfg in jobs]
 
 
+def study_states(args: list[str]) -> list[tuple[str, RunState]]:
+    """The runs `dropbn study <args>` trains (dropbn/study/plan.py: Hydra, imported on this path only).
+    A variant's final runs are named once its tune runs have all ended, from the selection the study
+    makes of them; before that each final seed is one planned row at the tune budget."""
+    from .report import selection as S
+    from .study.plan import STAGE_FINAL, STAGE_TUNE, Plan
+    from .study.sweeps import TERMINAL
+
+    plan = Plan(args)
+    try:
+        if plan.spec.searcher == "optuna" and any(v.search for v in plan.variants):
+            raise DropbnError("status --study: study.searcher=optuna draws its points as it goes, so its runs "
+                              f"are not known in advance; use dropbn status {plan.dir}")
+        tune = plan.tune_sweeps()
+        rows, finals = [], []
+        for v in plan.variants:
+            jobs = tune[v.name].jobs
+            rows += [(f"{STAGE_TUNE}/{f}", run_state(plan.dir / STAGE_TUNE / f, epochs=int(v.cfg.train.epochs)))
+                     for _, _, f in jobs]
+            if all(S.read_val_run(plan.dir / STAGE_TUNE, f, 0).status in TERMINAL for _, _, f in jobs):
+                best = S.score_variant(plan.dir / STAGE_TUNE, plan.candidates(v, v.grid(), jobs), plan.spec.select)[0]
+                epochs = plan.final_epochs(v, best)
+                finals += [(f"{STAGE_FINAL}/{f}", run_state(plan.dir / STAGE_FINAL / f, epochs=epochs))
+                           for _, _, f in plan.final_sweep(v, best).jobs]
+            else:
+                finals += [(f"{STAGE_FINAL}/{v.name},seed={seed}",
+                            RunState(plan.dir / STAGE_FINAL, "missing", epochs=plan.final_epochs(v, None),
+                                     detail="planned: named by the selection once the tune runs have ended"))
+                           for seed in plan.spec.final_seeds]
+        return rows + finals
+    finally:
+        plan.hy.close()
+
+
 def folder_states(roots: list[str]) -> list[tuple[str, RunState]]:
     found = find_runs(roots)
     if not found:
@@ -240,6 +282,9 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    rows = sweep_states(argv) if _is_train_args(argv) else folder_states(argv)
+    if argv[0] == "--study":
+        rows = study_states(argv[1:])
+    else:
+        rows = sweep_states(argv) if _is_train_args(argv) else folder_states(argv)
     print(render(rows))
     return 0 if all(s.finished for _, s in rows) else 1

@@ -490,3 +490,37 @@ def test_a_stage_trains_an_unheld_run_once_then_stops_with_one_line(tmp_path, mo
         SW.run_stage(tmp_path, [sw], poll_s=0.01)
     assert e.value.exit_code == 1 and calls == ["reg=none", "reg=none"]
 
+
+@needs_mnist
+def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_path):
+    """`dropbn status --study ARGS`: every tune run, then the final runs, named from the selection as
+    soon as a variant's tune runs have ended (the names the study gave them), planned rows before."""
+    root, sdir, sel = study["root"], study["dir"], study["sel"]
+    finals = {run["run"]: v["selected"]["final_epochs"] for v in sel["variants"] for run in v["final_runs"]}
+    tunes = [run["run"] for v in sel["variants"] for c in v["candidates"] for run in c["runs"]]
+
+    def status(out_root):
+        r = run_cli(["status", "--study", *ARGS, f"out_root={out_root}"], cwd=tmp_path)
+        lines = r.stdout.splitlines()
+        return r, [line.split()[:3] for line in lines[1:-1]], lines[-1] if lines else r.stderr
+
+    r, rows, last = status(root)  # the finished study
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [x[2] for x in rows] == [f"tune/{t}" for t in tunes] + [f"final/{f}" for f in finals]
+    assert {x[0] for x in rows} == {"completed"} and last == "8 runs: 8 completed; nothing left to train"
+
+    part = tmp_path / "part"  # tune stage done, nothing final yet: the final runs the study would train
+    shutil.copytree(sdir / "tune", part / NAME / "tune")
+    r, rows, last = status(part)
+    assert r.returncode == 1
+    assert [x for x in rows if x[0] == "missing"] == [["missing", f"0/{e}", f"final/{f}"] for f, e in finals.items()]
+    assert last.startswith(f"8 runs: 4 completed, 4 missing; {sum(finals.values())} epochs left x ")
+
+    r, rows, last = status(tmp_path / "new")  # nothing trained: one planned row per variant and final seed
+    assert r.returncode == 1 and not (tmp_path / "new").exists()
+    assert rows[4:] == [["missing", "0/2", f"final/reg={v},seed={s}"] for v in ("none", "batchnorm") for s in (100, 101)]
+    assert r.stdout.count("planned: named by the selection once the tune runs have ended") == 4
+    assert last == "8 runs: 8 missing; 16 epochs left; ETA unknown until an epoch has been measured"
+
+    r = run_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "optuna" in r.stderr

@@ -248,6 +248,31 @@ class Plan:
         body = merge_overrides(self.passed + v.overrides + v.point_overrides(point), list(extra), self.hy.parser)
         return self.sweep(stage, v, body, list(point), seeds)
 
+    def tune_sweeps(self) -> dict[str, Sweep]:
+        """{variant name: its tune sweep} for the variants searched on a grid (all but Optuna's)."""
+        out = {}
+        for v in self.variants:
+            if self.spec.searcher == "optuna" and v.search:
+                continue
+            keys = [k for k, _ in v.search]
+            body = self.passed + v.overrides + [f"{v.prefix[k]}{k}={','.join(ov_value(x) for x in vals)}"
+                                                for k, vals in v.search]
+            out[v.name] = self.sweep(STAGE_TUNE, v, body, keys, self.spec.tune_seeds)
+        return out
+
+    def final_sweep(self, v: Variant, best: S.PointScore) -> Sweep:
+        """The final runs of a variant at its selected point (`best`, ranked first by the selection)."""
+        epochs, _why = S.final_epochs(best)
+        return self.point_sweep(STAGE_FINAL, v, best.point, self.spec.final_seeds, self.final_extra(v, epochs))
+
+    def final_epochs(self, v: Variant, best: S.PointScore | None) -> int:
+        """train.epochs of the variant's final runs; before the selection (best None), the tune budget,
+        which the selection can only shorten."""
+        epochs = dict(self.spec.final_overrides).get("train.epochs")
+        if epochs is None and best is not None:
+            epochs = S.final_epochs(best)[0]
+        return int(epochs if epochs is not None else v.cfg.train.epochs)
+
     def candidates(self, v: Variant, points: list[dict], jobs: list) -> list[dict]:
         """The tune runs of each point, in tune-seed order: [{"point": {...}, "runs": [{"seed", "run"}]}]."""
         keys = [k for k, _ in v.search]

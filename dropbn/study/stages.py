@@ -10,7 +10,7 @@ import yaml
 from ..report import selection as S
 from ..runs import atomic_write_text
 from .overrides import fmt_point, ov_value
-from .plan import STAGE_FINAL, STAGE_TUNE, Plan, Sweep
+from .plan import STAGE_TUNE, Plan, Sweep
 from .search_optuna import tune_optuna
 from .sweeps import log, run_stage
 
@@ -30,18 +30,6 @@ class Study(Plan):
                 cands[v.name] = tune_optuna(self, v)
         return cands
 
-    def tune_sweeps(self) -> dict[str, Sweep]:
-        """{variant name: its tune sweep} for the variants searched on a grid (all but Optuna's)."""
-        out = {}
-        for v in self.variants:
-            if self.spec.searcher == "optuna" and v.search:
-                continue
-            keys = [k for k, _ in v.search]
-            body = self.passed + v.overrides + [f"{v.prefix[k]}{k}={','.join(ov_value(x) for x in vals)}"
-                                                for k, vals in v.search]
-            out[v.name] = self.sweep(STAGE_TUNE, v, body, keys, self.spec.tune_seeds)
-        return out
-
     def select(self, cands: dict) -> dict:
         """Score and rank every variant's candidates; plan the final runs; write selected.yaml."""
         spec = self.spec
@@ -52,7 +40,7 @@ class Study(Plan):
             best = ranked[0]
             epochs, why = S.final_epochs(best)
             extra = self.final_extra(v, epochs)
-            sw = self.point_sweep(STAGE_FINAL, v, best.point, spec.final_seeds, extra)
+            sw = self.final_sweep(v, best)
             self.finals.append(sw)
             by_index = sorted(ranked, key=lambda p: p.index)
             trials = {i: c.get("trial") for i, c in enumerate(cands[v.name])}
