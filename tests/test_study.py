@@ -491,6 +491,30 @@ def test_a_stage_trains_an_unheld_run_once_then_stops_with_one_line(tmp_path, mo
     assert e.value.exit_code == 1 and calls == ["reg=none", "reg=none"]
 
 
+def test_ctrl_c_while_waiting_for_another_process_is_one_line_exit_130(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from dropbn import claims
+    from dropbn.errors import Interrupted
+    from dropbn.study import sweeps as SW
+
+    sw = SimpleNamespace(stage="final", variant=SimpleNamespace(name="reg=none"), args=[], jobs=[((), 100, "r")])
+    claim = claims.acquire(tmp_path / "final" / "r", 600)  # held by this (live) process: waited for
+    monkeypatch.setattr(SW, "run_sweep", lambda study_dir, s: None)
+
+    def ctrl_c(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SW.time, "sleep", ctrl_c)
+    try:
+        with pytest.raises(Interrupted, match=r"^study interrupted while waiting for the final runs of other "
+                                              r"processes; run the same command again to continue$") as e:
+            SW.run_stage(tmp_path, [sw])
+    finally:
+        claim.release()
+    assert e.value.exit_code == 130
+
+
 @needs_mnist
 def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_path):
     """`dropbn status --study ARGS`: every tune run, then the final runs, named from the selection as

@@ -112,6 +112,9 @@ def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S) -> None:
             bar.n = total - len(held)
             bar.refresh()
             time.sleep(poll_s)
+    except KeyboardInterrupt:
+        raise Interrupted(f"study interrupted while waiting for the {stage} runs of other processes; run the "
+                          f"same command again to continue", signal.SIGINT) from None
     finally:
         if bar is not None:
             bar.close()
