@@ -10,7 +10,10 @@ machine's cores rather than N x all of them:
     workers = n_jobs (negative: cores + 1 + n_jobs, joblib's rule), capped at the
     number of runs in the sweep;
   * submitit_local without cpus_per_task (every run of the sweep starts at once):
-    cores // runs in the sweep.
+    cores // runs in the sweep;
+  * a stage of `dropbn study` training several sweeps side by side under joblib
+    (dropbn/study/sweeps.py: run_packed): cores // the stage's runs at once, which the
+    study exports as DROPBN_STAGE_RUNS.
 
 The number of runs in a sweep comes from the pre-check (dropbn/precheck.py),
 which exports it as DROPBN_SWEEP_JOBS before Hydra starts the workers.
@@ -25,6 +28,12 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def joblib_workers(n_jobs) -> int:
+    """joblib's worker count for n_jobs: n_jobs itself, or for a negative value cores + 1 + n_jobs."""
+    n = int(n_jobs)
+    return n if n > 0 else max(1, available_cpus() + 1 + n)
 
 
 def run_threads(launcher, env=None) -> int | None:
@@ -54,10 +63,12 @@ def parallel_runs(launcher, env=None) -> int | None:
     sweep = int(env.get("DROPBN_SWEEP_JOBS") or 0) or None
     if "Slurm" in target:
         return None
+    stage = str(env.get("DROPBN_STAGE_RUNS") or "")
+    if stage.isdigit() and int(stage) > 0:  # this sweep is one of a study stage's side-by-side sweeps
+        return int(stage)
     n_jobs = launcher.get("n_jobs")
     if n_jobs is not None:
-        n = int(n_jobs)
-        workers = n if n > 0 else max(1, available_cpus() + 1 + n)
+        workers = joblib_workers(n_jobs)
         return min(workers, sweep) if sweep else workers
     if "LocalLauncher" in target:
         return sweep or 1

@@ -23,6 +23,20 @@ def have_mnist() -> bool:
 needs_mnist = pytest.mark.skipif(not have_mnist(), reason=f"MNIST not found under {DATA_DIR}")
 
 
+def have_plugin(mod: str) -> bool:
+    try:
+        __import__(mod)
+        return True
+    except ImportError:
+        return False
+
+
+needs_joblib = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_joblib_launcher"),
+                                  reason="hydra-joblib-launcher not installed (pip install -e '.[launchers]')")
+needs_submitit = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_submitit_launcher"),
+                                    reason="hydra-submitit-launcher not installed (pip install -e '.[launchers]')")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")

@@ -12,24 +12,11 @@ import pytest
 
 from dropbn.parallel import available_cpus, parallel_runs, run_threads
 
-from .conftest import TINY, needs_mnist, run_cli
+from .conftest import TINY, needs_joblib, needs_mnist, needs_submitit, run_cli
 
 SWEEP = [*TINY, "data.train_size=1000", "train.eval_train_size=500", "model.hidden=[32]", "train.epochs=1",
          "device=cpu", "seed=0,1"]
 
-
-def have_plugin(mod: str) -> bool:
-    try:
-        __import__(mod)
-        return True
-    except ImportError:
-        return False
-
-
-needs_joblib = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_joblib_launcher"),
-                                  reason="hydra-joblib-launcher not installed (pip install -e '.[launchers]')")
-needs_submitit = pytest.mark.skipif(not have_plugin("hydra_plugins.hydra_submitit_launcher"),
-                                    reason="hydra-submitit-launcher not installed (pip install -e '.[launchers]')")
 
 
 def slurm_reason() -> str | None:

@@ -28,7 +28,7 @@ from dropbn.config import CONFIG_DIR
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
-from .conftest import DATA_DIR, DROPBN, needs_mnist, run_cli
+from .conftest import DATA_DIR, DROPBN, needs_joblib, needs_mnist, run_cli
 
 ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
         "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
@@ -548,3 +548,88 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
 
     r = run_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "optuna" in r.stderr
+
+
+def test_a_stage_packs_its_sweeps_into_the_launcher_workers(tmp_path, monkeypatch):
+    """run_packed, with the child processes replaced: in plan order, a sweep starts as soon as a worker is
+    free, with n_jobs = min(its missing runs, the free workers); never more than `workers` runs at once.
+    After a failed sweep no further sweep starts, the running ones end, and the study stops."""
+    from types import SimpleNamespace
+
+    from dropbn.study import sweeps as SW
+
+    def sweep(tag, n):
+        return SimpleNamespace(stage="final", variant=SimpleNamespace(name=f"reg={tag}"),
+                               args=[f"+tag={tag}", "hydra.launcher.n_jobs=4", f"seed={','.join(map(str, range(n)))}"],
+                               jobs=[((), s, f"{tag}{s}") for s in range(n)])
+
+    def complete(root, run):
+        (root / "final" / run).mkdir(parents=True, exist_ok=True)
+        (root / "final" / run / "summary.json").write_text(json.dumps({"status": "completed"}))
+
+    events, fails = [], set()
+
+    class Proc:
+        tag, share, returncode = "", 0, None
+
+    class FakeChildren:  # a child ends in start order; it completes its sweep's runs unless it fails
+        def __init__(self):
+            self.running = []
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def start(self, cmd, env):
+            n_jobs = [a for a in cmd if a.startswith("hydra.launcher.n_jobs=")]
+            assert len(n_jobs) == 1  # the study's n_jobs is replaced, not repeated
+            p = Proc()  # hashable, as a Popen is
+            p.tag, p.share = next(a[5:] for a in cmd if a.startswith("+tag=")), int(n_jobs[0][22:])
+            self.running.append(p)
+            events.append(("start", p.tag, p.share, sum(q.share for q in self.running), env["DROPBN_STAGE_RUNS"]))
+            return p
+
+        def wait_any(self):
+            p = self.running.pop(0)
+            p.returncode = 1 if p.tag in fails else 0
+            if not p.returncode:
+                for _, _, f in next(s for s in sweeps if s.variant.name == f"reg={p.tag}").jobs:
+                    complete(root, f)
+            events.append(("end", p.tag))
+            return p
+
+    monkeypatch.setattr(SW, "Children", FakeChildren)
+    root, sweeps = tmp_path / "ok", [sweep("a", 3), sweep("b", 3), sweep("c", 2), sweep("d", 1)]
+    complete(root, "b0")  # b has 2 runs left to train
+    SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
+    assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"), ("end", "a"),
+                      ("start", "c", 2, 3, "4"), ("start", "d", 1, 4, "4"), ("end", "b"), ("end", "c"), ("end", "d")]
+
+    events.clear()
+    fails.add("a")
+    root, sweeps = tmp_path / "fail", [sweep("a", 3), sweep("b", 3), sweep("c", 2)]
+    with pytest.raises(SW.StageError, match=r"^study stopped: final reg=a: dropbn train exited with code 1") as e:
+        SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
+    assert e.value.exit_code == 1
+    assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"), ("end", "a"), ("end", "b")]
+
+
+@needs_mnist
+@needs_joblib
+def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp_path):
+    """With a joblib launcher both variants' sweeps of each stage train at once; on CPU the runs are
+    deterministic, so the selection and every final number equal the one-sweep-at-a-time study's."""
+    r = run_cli(["study", *ARGS, "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"out_root={tmp_path}"],
+                cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("at a time, beside the stage's other sweeps") == 4  # tune and final, 2 variants each
+    sel = yaml.safe_load((tmp_path / NAME / S.SELECTED).read_text())
+    for v, w in zip(sel["variants"], study["sel"]["variants"], strict=True):
+        assert v["selected"] == w["selected"] and v["candidates"] == w["candidates"]
+        for run in v["final_runs"]:
+            a = json.loads((tmp_path / NAME / "final" / run["run"] / "summary.json").read_text())
+            b = json.loads((study["dir"] / "final" / run["run"] / "summary.json").read_text())
+            assert (a["final_test_acc"], a["final_test_loss"]) == (b["final_test_acc"], b["final_test_loss"])
+            assert a["env"]["parallel_runs"] == 4 and a["env"]["threads"] == 1  # 4 runs shared the machine

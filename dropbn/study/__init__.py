@@ -12,7 +12,8 @@ Stages (each one resumable; a finished study run again trains nothing):
 
 Each stage runs as ordinary sweeps, one per variant, through `dropbn train -m` in a child
 process, with the user's overrides (so the configured Hydra launcher, skip and resume work as
-for any sweep): `out_root=<out_root>/<name> name=tune|final`. No study.* override is passed down,
+for any sweep): `out_root=<out_root>/<name> name=tune|final`; under a joblib launcher a stage's
+sweeps share its n_jobs workers side by side (sweeps.run_packed). No study.* override is passed down,
 and `study` is a non-result key (dropbn.runs.NON_RESULT_KEYS), so study.* never enters a run's
 folder name or identity.
 
@@ -23,8 +24,9 @@ variant otherwise gets the same space and budget. `study.searcher=optuna` sample
 search in `<out_root>/<name>/optuna.db` so an interrupted search resumes.
 
 Modules: spec (the study.* settings), overrides (override text), compose (Hydra's compose API),
-plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a sweep run as a
-child `dropbn train -m`), search_optuna (the Optuna searcher), stages (tune, select, final,
+plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a stage's sweeps run
+as child `dropbn train -m` processes, and the wait for other processes' runs), children (those child
+processes and their signals), search_optuna (the Optuna searcher), stages (tune, select, final,
 report), cli (usage and entry point).
 """
 from .cli import main

@@ -21,7 +21,7 @@ class Study(Plan):
     def tune(self) -> dict:
         """-> {variant name: [{"point": {...}, "runs": [{"seed", "run"}], "trial": n?}]} in search order."""
         grid = self.tune_sweeps()
-        run_stage(self.dir, list(grid.values()))  # every variant's grid, then the wait for other processes
+        run_stage(self.dir, list(grid.values()), workers=self.workers)  # every grid, then the wait for others
         cands = {}
         for v in self.variants:
             if v.name in grid:
@@ -86,7 +86,7 @@ class Study(Plan):
         return doc
 
     def final(self) -> None:
-        run_stage(self.dir, self.finals)
+        run_stage(self.dir, self.finals, workers=self.workers)
 
     def report(self) -> Path:
         # imported here: pandas and matplotlib take ~1.4 s to import, which `dropbn study --help` and a study

@@ -7,21 +7,19 @@ the runs through run claims (dropbn/claims.py), and at the end of a stage each p
 the runs that others hold, and trains any run whose holder has gone (its claim is dead)."""
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from tqdm import tqdm
 
 from .. import claims
 from ..report import selection as S
 from ..errors import DropbnError, Interrupted
+from .children import Children, run_child, train_command
+from .overrides import merge_overrides
 
 DONE = ("completed", "diverged")                 # a run that a re-run would not change
 TERMINAL = ("completed", "diverged", "failed")   # a run that ended (a failed one is retried next time)
@@ -40,17 +38,75 @@ def run_status(study_dir: Path, stage: str, folder: str) -> str:
     return S.read_val_run(study_dir / stage, folder, 0).status
 
 
+def pending(study_dir: Path, sw) -> list:
+    """The sweep's jobs that a run of it would train (not completed or diverged)."""
+    return [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) not in DONE]
+
+
 def run_sweep(study_dir: Path, sw) -> None:
     """Train the sweep's missing runs (nothing when every run is done); sw is a plan.Sweep."""
-    todo = [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) not in DONE]
-    what = f"{sw.stage} {sw.variant.name}"
+    todo = pending(study_dir, sw)
     if not todo:
-        log(f"{what}: all {len(sw.jobs)} run(s) done")
+        log(f"{sw.stage} {sw.variant.name}: all {len(sw.jobs)} run(s) done")
         return
-    log(f"{what}: {len(todo)} of {len(sw.jobs)} run(s) to train")
-    cmd = [*train_command(), "train", "-m", *sw.args]
+    log(f"{sw.stage} {sw.variant.name}: {len(todo)} of {len(sw.jobs)} run(s) to train")
     print(f"$ dropbn train -m {shlex.join(sw.args)}", flush=True)
-    rc = run_child(cmd)
+    ended(study_dir, sw, run_child([*train_command(), "train", "-m", *sw.args]))
+
+
+def run_packed(study_dir: Path, sweeps: list, workers: int) -> None:
+    """Train the sweeps side by side under a joblib launcher of `workers` workers, never more than
+    `workers` runs at once: in plan order, each sweep starts as soon as a worker is free, with
+    hydra.launcher.n_jobs = min(its missing runs, the free workers), and its workers are free again when
+    it ends. DROPBN_STAGE_RUNS tells every run how many runs share the machine (its torch threads and
+    env.parallel_runs, dropbn/parallel.py). On an error no further sweep starts; the running ones end."""
+    queue = []
+    for sw in sweeps:
+        n = len(pending(study_dir, sw))
+        if n:
+            queue.append((sw, n))
+        else:
+            log(f"{sw.stage} {sw.variant.name}: all {len(sw.jobs)} run(s) done")
+    if len(queue) <= 1 or workers <= 1:
+        for sw, _ in queue:
+            run_sweep(study_dir, sw)
+        return
+    env = {"DROPBN_STAGE_RUNS": str(min(workers, sum(n for _, n in queue)))}
+    parser = OverridesParser.create()
+    free, running, errors = workers, {}, []
+    with Children() as ch:
+        try:
+            while queue or running:
+                while queue and free > 0 and not errors:
+                    sw, n = queue.pop(0)
+                    share = min(n, free)
+                    args = merge_overrides(sw.args, [f"hydra.launcher.n_jobs={share}"], parser)
+                    log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, {share} at a time, "
+                        f"beside the stage's other sweeps")
+                    print(f"$ dropbn train -m {shlex.join(args)}", flush=True)
+                    running[ch.start([*train_command(), "train", "-m", *args], env)] = (sw, share)
+                    free -= share
+                if not running:
+                    break
+                p = ch.wait_any()
+                sw, share = running.pop(p)
+                free += share
+                try:
+                    ended(study_dir, sw, p.returncode)
+                except DropbnError as e:
+                    errors.append(e)
+        except KeyboardInterrupt:
+            ch.interrupted()
+            raise Interrupted(f"study interrupted during {sweeps[0].stage}; run the same command again to continue",
+                              signal.SIGINT) from None
+    if errors:
+        raise next((e for e in errors if isinstance(e, Interrupted)), errors[0])
+
+
+def ended(study_dir: Path, sw, rc: int) -> None:
+    """Judge a finished `dropbn train -m` of the sweep by its exit code `rc`: stopped by a signal, or failed
+    with runs left unfinished, raises; failed runs that all ended only lose the selection."""
+    what = f"{sw.stage} {sw.variant.name}"
     if rc in (130, 143):
         raise Interrupted(f"study interrupted during {what}; run the same command again to continue",
                           rc - 128)
@@ -65,12 +121,17 @@ def run_sweep(study_dir: Path, sw) -> None:
         log(f"{what}: dropbn train exited with code {rc}, every run ended; failed runs lose the selection")
 
 
-def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S) -> None:
+def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S, workers: int | None = None) -> None:
     """Train the sweeps' missing runs, then wait until every run of them has ended (module docstring):
     a run held by a live claim of another process is waited for; an unfinished run that nobody holds
-    is trained here. Raises StageError when a run stays unfinished with nobody training it."""
-    for sw in sweeps:
-        run_sweep(study_dir, sw)
+    is trained here. Raises StageError when a run stays unfinished with nobody training it.
+    `workers`: a joblib launcher's worker count, to train the sweeps side by side (run_packed);
+    None runs them one after another with the launcher as configured."""
+    if workers:
+        run_packed(study_dir, sweeps, workers)
+    else:
+        for sw in sweeps:
+            run_sweep(study_dir, sw)
     stage = sweeps[0].stage if sweeps else ""
     total = sum(len(sw.jobs) for sw in sweeps)
     retried: dict[int, set] = {}  # sweep index -> the unheld unfinished runs it was re-run for
@@ -118,64 +179,3 @@ def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S) -> None:
     finally:
         if bar is not None:
             bar.close()
-
-
-def train_command() -> list[str]:
-    """The same `dropbn` as this process: the console script beside this interpreter, else -m."""
-    script = Path(sys.executable).with_name("dropbn")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "dropbn.cli"]
-
-
-def child_env() -> dict:
-    """This process's environment, with this dropbn package first on the import path."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding dropbn/
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def run_child(cmd: list[str]) -> int:
-    """Run a training sweep; SIGINT reaches it with the terminal's process group, SIGTERM is forwarded.
-    Returns its exit code (130/143 when it was stopped by SIGINT/SIGTERM)."""
-    proc = subprocess.Popen(cmd, env=child_env())
-    old = signal.getsignal(signal.SIGTERM)
-
-    def forward(signum, frame):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
-
-    in_main = _main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                # Ctrl-C reaches the child too (same process group): it stops at its next step.
-                # A SIGINT sent to this process alone is passed on if the child is still running.
-                try:
-                    rc = proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGINT)
-                    try:
-                        rc = proc.wait(timeout=300)
-                    except (KeyboardInterrupt, subprocess.TimeoutExpired):
-                        proc.kill()
-                        proc.wait()
-                        rc = 130
-                except KeyboardInterrupt:
-                    proc.kill()
-                    proc.wait()
-                    rc = 130
-                return rc if rc in (130, 143) else 130
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
