@@ -3,6 +3,7 @@ private cache, and Hydra composition of the real configs/ tree."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,12 @@ DATA_DIR = Path(os.environ.get("DROPBN_DATA_DIR") or ROOT.parent / "shared" / "d
 DROPBN = str(Path(sys.executable).parent / "dropbn")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# A pytest started in the background from a non-interactive shell (`pytest &`) inherits an ignored SIGINT,
+# and so would every dropbn it starts: dropbn leaves an ignored SIGINT ignored, as a background job should.
+# The Ctrl-C tests need it delivered, as in a terminal. A handled signal resets to default on exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def have_mnist() -> bool:
