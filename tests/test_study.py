@@ -28,7 +28,7 @@ from dropbn.config import CONFIG_DIR
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
-from .conftest import DATA_DIR, DROPBN, needs_joblib, needs_mnist, run_cli
+from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, run_cli
 
 ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
         "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
@@ -633,3 +633,14 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
             b = json.loads((study["dir"] / "final" / run["run"] / "summary.json").read_text())
             assert (a["final_test_acc"], a["final_test_loss"]) == (b["final_test_acc"], b["final_test_loss"])
             assert a["env"]["parallel_runs"] == 4 and a["env"]["threads"] == 1  # 4 runs shared the machine
+
+
+@pytest.mark.parametrize("exp", ["tuned_placement_mnist_mlp", "tuned_mnist_mlp", pytest.param(
+    "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
+                                                  reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+def test_committed_studies_are_complete_under_their_presets(exp):
+    """The committed reference studies match their presets: planned again from the preset and selected
+    again from the committed tune records, every run the study would train is committed and finished."""
+    r = run_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.stdout.splitlines()[-1].endswith("; nothing left to train")
