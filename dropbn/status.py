@@ -212,8 +212,9 @@ def study_states(args: list[str]) -> list[tuple[str, RunState]]:
                 finals += [(f"{STAGE_FINAL}/{f}", run_state(plan.dir / STAGE_FINAL / f, epochs=epochs))
                            for _, _, f in plan.final_sweep(v, best).jobs]
             else:
+                epochs = plan.final_epochs(v, None)
                 finals += [(f"{STAGE_FINAL}/{v.name},seed={seed}",
-                            RunState(plan.dir / STAGE_FINAL, "missing", epochs=plan.final_epochs(v, None),
+                            RunState(plan.dir / STAGE_FINAL, "missing", epochs=epochs,
                                      detail="planned: named by the selection once the tune runs have ended"))
                            for seed in plan.spec.final_seeds]
         return rows + finals

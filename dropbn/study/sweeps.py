@@ -111,10 +111,10 @@ def ended(study_dir: Path, sw, rc: int) -> None:
         raise Interrupted(f"study interrupted during {what}; run the same command again to continue",
                           rc - 128)
     if rc != 0:
-        ended = [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) in TERMINAL]
-        if len(ended) < len(sw.jobs):
+        unfinished = [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) not in TERMINAL]
+        if unfinished:
             err = StageError(f"study stopped: {what}: dropbn train exited with code {rc} (its message is "
-                             f"above); {len(sw.jobs) - len(ended)} run(s) unfinished. Run the same command "
+                             f"above); {len(unfinished)} run(s) unfinished. Run the same command "
                              f"again to continue")
             err.exit_code = rc if 0 < rc < 126 else 1
             raise err
