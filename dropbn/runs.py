@@ -46,8 +46,10 @@ RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLD
 # grouping all start from this one list; where a use differs, the difference is named below, once.
 # data.path says where the data is, not what it holds: the data takes part by its content
 # fingerprint, data.fingerprint (dropbn.identity), which the recorded config adds and folder names show.
+# train.eval_batch_size: evaluation is in eval mode (dropout off, BN running statistics; the diagnostics
+# pool their sums over batches), so the batch size changes only float rounding, like train.threads.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
-                   "train.diagnostics", "train.tensorboard", "train.objective", "train.claim_timeout",
+                   "train.eval_batch_size", "train.diagnostics", "train.tensorboard", "train.objective", "train.claim_timeout",
                    "data.root", "data.cache_dir", "data.download", "data.path", "study")
 # Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
 LOCAL_PATHS = ("data.root", "data.cache_dir")

@@ -229,7 +229,7 @@ class TrainConfig:
     step_gamma: float = key(0.1, Num(0.0, 1.0, lo_open=True))
     target_acc: float = key(0.97, Num(0.0, 1.0, lo_open=True))  # epochs/seconds to reach this test accuracy
     eval_train_size: Optional[int] = key(10000, Int(1, null=True))  # training images evaluated each epoch; null = all
-    eval_batch_size: int = key(1000, Int(1))
+    eval_batch_size: int = key(1000, Int(1))         # not in run identity: eval mode makes it change only rounding
     threads: Optional[int] = key(None, Int(1, null=True))  # torch threads; null = all cores (shared by parallel runs)
     amp: bool = key(False, Bool())                     # bf16 autocast on CUDA
     compile: bool = key(False, Bool())                 # torch.compile the model

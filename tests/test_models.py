@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from dropbn.measure import evaluate
 from dropbn.models import apply_max_norm, build_model, hidden_weights, layer_kinds
 from tests.conftest import compose
 
@@ -152,6 +153,21 @@ def test_batchnorm_uses_running_stats_in_eval():
     before = bn.running_mean.clone()
     m(torch.randn(128, *MNIST) * 10)
     assert torch.equal(bn.running_mean, before)  # eval never updates running stats
+
+
+def test_evaluation_does_not_depend_on_the_eval_batch_size():
+    """Why train.eval_batch_size is not part of a run's identity (dropbn.runs.NON_RESULT_KEYS)."""
+    torch.manual_seed(0)
+    m = cnn("reg=both")
+    m.train()
+    for _ in range(5):
+        m(torch.randn(32, *CIFAR) * 2 + 0.5)  # running statistics away from their initial values
+    x, y = torch.randn(60, *CIFAR), torch.randint(0, 10, (60,))
+    results = [evaluate(m, [(x[i:i + bs], y[i:i + bs]) for i in range(0, 60, bs)]) for bs in (60, 7, 1)]
+    assert m.training  # the caller's mode is restored
+    (loss, acc), *others = results
+    for other_loss, other_acc in others:
+        assert other_acc == acc and other_loss == pytest.approx(loss, rel=1e-5)
 
 
 def test_max_norm_constraint():
