@@ -192,3 +192,18 @@ def test_bench_short_run_headline_is_the_examples_data_path(tmp_path):
     assert mlp["order"] == [["A", "example", "workers=1"], ["workers=1", "example", "A"]]  # interleaved
     assert mlp["eval_samples"] == 1000 and "mnist_mlp eval of 10k test set < 1 s" not in res["targets"]
     assert "example's data path, 0 workers" in r.stdout and "same, 1 worker " in r.stdout
+
+
+# ---------------------------------------------------------------- scripts/bench_eval_batch.py
+def test_eval_batch_bench_times_each_size_against_the_default():
+    script = BENCH.parent / "bench_eval_batch.py"
+    r = subprocess.run([sys.executable, str(script), "--images", "64", "--rounds", "2", "--sizes", "32"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert "| model | batch 1000 | batch 32 |" in lines  # the default joins the sizes asked for, first
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| mlp") or line.startswith("| cnn")}
+    assert set(rows) == {"| mlp", "| cnn"}
+    for row in rows.values():
+        default_cell = row.split(" | ")[1]
+        assert default_cell.endswith("(x1.00)") and float(default_cell.split()[0]) > 0
