@@ -36,6 +36,12 @@ def joblib_workers(n_jobs) -> int:
     return n if n > 0 else max(1, available_cpus() + 1 + n)
 
 
+def own_allocations(launcher) -> bool:
+    """Whether each run of a sweep under `launcher` (hydra.launcher) gets its own cluster allocation
+    (the submitit SLURM launcher), so that no machine here is shared and the cluster does the queueing."""
+    return "Slurm" in str((launcher or {}).get("_target_", ""))
+
+
 def run_threads(launcher, env=None) -> int | None:
     """Threads for one run under `launcher` (hydra.launcher), or None to leave torch's default."""
     env = os.environ if env is None else env
@@ -61,7 +67,7 @@ def parallel_runs(launcher, env=None) -> int | None:
     launcher = launcher or {}
     target = str(launcher.get("_target_", ""))
     sweep = int(env.get("DROPBN_SWEEP_JOBS") or 0) or None
-    if "Slurm" in target:
+    if own_allocations(launcher):
         return None
     stage = str(env.get("DROPBN_STAGE_RUNS") or "")
     if stage.isdigit() and int(stage) > 0:  # this sweep is one of a study stage's side-by-side sweeps

@@ -121,6 +121,21 @@ def test_slurm_sweep_on_a_real_cluster(tmp_path):
 
 
 @needs_mnist
+@needs_submitit
+@needs_slurm
+def test_slurm_study_submits_a_stages_sweeps_at_once(tmp_path):
+    from .test_study import ARGS, NAME
+
+    r = run_cli(["study", *ARGS, "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                 "hydra.launcher.timeout_min=10", f"out_root={tmp_path}"], cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("submitted beside the stage's other sweeps") == 4  # tune and final, 2 variants each
+    final = [json.loads(p.read_text()) for p in (tmp_path / NAME / "final").glob("*/summary.json")]
+    assert len(final) == 4 and all(x["status"] == "completed" and x["env"]["threads"] == 1 for x in final)
+    assert (tmp_path / NAME / "report" / "report.md").exists()
+
+
+@needs_mnist
 @needs_joblib
 def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_a_rerun_finishes(tmp_path):
     """SIGTERM sent to `dropbn train -m` alone (as `dropbn study` or a scheduler sends it) reaches the

@@ -28,7 +28,7 @@ from dropbn.config import CONFIG_DIR
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
-from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, run_cli
+from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, needs_submitit, run_cli
 
 ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
         "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
@@ -614,6 +614,83 @@ def test_a_stage_packs_its_sweeps_into_the_launcher_workers(tmp_path, monkeypatc
         SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
     assert e.value.exit_code == 1
     assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"), ("end", "a"), ("end", "b")]
+
+
+def test_under_slurm_a_stage_submits_every_sweep_at_once(tmp_path, monkeypatch):
+    """run_packed with workers = inf (a SLURM launcher): every pending sweep starts before any ends, with
+    its launcher settings as they are and no DROPBN_STAGE_RUNS (each run has its own allocation)."""
+    import math
+    from types import SimpleNamespace
+
+    from dropbn.study import sweeps as SW
+
+    root = tmp_path / "study"
+    sweeps = [SimpleNamespace(stage="final", variant=SimpleNamespace(name=f"reg={t}"),
+                              args=[f"+tag={t}", "hydra/launcher=slurm", "seed=0,1"],
+                              jobs=[((), s, f"{t}{s}") for s in range(2)]) for t in "abc"]
+
+    def complete(run):  # a finished run, as the stage reads it (status and a validation curve)
+        (root / "final" / run).mkdir(parents=True)
+        (root / "final" / run / "summary.json").write_text(json.dumps({"status": "completed"}))
+        (root / "final" / run / "metrics.csv").write_text("epoch,val_loss,val_acc\n1,1.0,0.5\n")
+
+    for run in ("c0", "c1"):  # sweep c is done: nothing to submit
+        complete(run)
+    events = []
+
+    class Proc:
+        returncode = None
+
+    class FakeChildren:  # a child ends in start order and completes its sweep's runs
+        def __init__(self):
+            self.running = []
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def start(self, cmd, env):
+            tag = next(a[5:] for a in cmd if a.startswith("+tag="))
+            sw = next(x for x in sweeps if x.variant.name == f"reg={tag}")
+            assert cmd[-len(sw.args):] == sw.args and env == {}  # the launcher as configured
+            p = Proc()  # hashable, as a Popen is
+            p.tag, p.jobs = tag, sw.jobs
+            self.running.append(p)
+            events.append(("start", tag))
+            return p
+
+        def wait_any(self):
+            p = self.running.pop(0)
+            p.returncode = 0
+            for _, _, run in p.jobs:
+                complete(run)
+            events.append(("end", p.tag))
+            return p
+
+    monkeypatch.setattr(SW, "Children", FakeChildren)
+    SW.run_stage(root, sweeps, poll_s=0.01, workers=math.inf)
+    assert events == [("start", "a"), ("start", "b"), ("end", "a"), ("end", "b")]
+
+
+@needs_joblib
+@needs_submitit
+def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
+    """How many runs of a stage's sweeps may run at once: the joblib workers, every one under SLURM
+    (math.inf), or one sweep at a time under the default launcher (None)."""
+    import math
+
+    from dropbn.study.plan import Plan
+
+    base = ["+exp=tuned_mnist_mlp", f"out_root={tmp_path}"]
+    for extra, workers in (([], None), (["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"], 3),
+                           (["hydra/launcher=slurm"], math.inf), (["hydra/launcher=local"], None)):
+        plan = Plan([*base, *extra])
+        try:
+            assert plan.workers == workers, extra
+        finally:
+            plan.hy.close()
 
 
 @needs_mnist

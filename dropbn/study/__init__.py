@@ -13,7 +13,8 @@ Stages (each one resumable; a finished study run again trains nothing):
 Each stage runs as ordinary sweeps, one per variant, through `dropbn train -m` in a child
 process, with the user's overrides (so the configured Hydra launcher, skip and resume work as
 for any sweep): `out_root=<out_root>/<name> name=tune|final`; under a joblib launcher a stage's
-sweeps share its n_jobs workers side by side (sweeps.run_packed). No study.* override is passed down,
+sweeps share its n_jobs workers side by side, and under the SLURM launcher they are all submitted
+at once (sweeps.run_packed); other launchers take them one after another. No study.* override is passed down,
 and `study` is a non-result key (dropbn.runs.NON_RESULT_KEYS), so study.* never enters a run's
 folder name or identity.
 

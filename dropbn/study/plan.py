@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..config import unknown_key_hint, validate
 from ..identity import folder_name
-from ..parallel import joblib_workers
+from ..parallel import joblib_workers, own_allocations
 from ..errors import ConfigError, DropbnError
 from ..precheck import OverrideError, _check_group_choices, explain, expand_jobs
 from ..report import selection as S
@@ -95,8 +95,12 @@ class Plan:
             raise DropbnError(f"study: the config sets hydra.sweeper.params ({', '.join(params)}): a study runs "
                               f"its own sweeps; use a study preset (configs/exp/tuned_*.yaml) or move the "
                               f"values into study.variants / study.search")
-        n_jobs = OmegaConf.select(hcfg, "hydra.launcher.n_jobs")  # joblib: a stage's sweeps share its workers
-        self.workers = joblib_workers(n_jobs) if n_jobs is not None else None
+        # a stage's sweeps side by side (sweeps.run_stage): under joblib they share its n_jobs workers; under
+        # SLURM every sweep is submitted at once (each run has its own allocation; the cluster queues them)
+        launcher = OmegaConf.to_container(hcfg.hydra.launcher, resolve=False) if "launcher" in hcfg.hydra else {}
+        n_jobs = launcher.get("n_jobs")
+        self.workers = joblib_workers(n_jobs) if n_jobs is not None else \
+            (math.inf if own_allocations(launcher) else None)
         zd = hcfg.hydra.job.config.override_dirname
         self.exclude_keys = list(zd.exclude_keys)
         self.item_sep, self.kv_sep = zd.item_sep, zd.kv_sep

@@ -7,6 +7,7 @@ the runs through run claims (dropbn/claims.py), and at the end of a stage each p
 the runs that others hold, and trains any run whose holder has gone (its claim is dead)."""
 from __future__ import annotations
 
+import math
 import shlex
 import signal
 import time
@@ -54,12 +55,15 @@ def run_sweep(study_dir: Path, sw) -> None:
     ended(study_dir, sw, run_child([*train_command(), "train", "-m", *sw.args]))
 
 
-def run_packed(study_dir: Path, sweeps: list, workers: int) -> None:
+def run_packed(study_dir: Path, sweeps: list, workers: int | float) -> None:
     """Train the sweeps side by side under a joblib launcher of `workers` workers, never more than
     `workers` runs at once: in plan order, each sweep starts as soon as a worker is free, with
     hydra.launcher.n_jobs = min(its missing runs, the free workers), and its workers are free again when
     it ends. DROPBN_STAGE_RUNS tells every run how many runs share the machine (its torch threads and
-    env.parallel_runs, dropbn/parallel.py). On an error no further sweep starts; the running ones end."""
+    env.parallel_runs, dropbn/parallel.py). workers = math.inf (a SLURM launcher: each run has its own
+    allocation) starts every sweep at once with its launcher as configured, and the cluster queues the
+    runs. On an error no further sweep starts; the running ones end."""
+    bounded = math.isfinite(workers)
     queue = []
     for sw in sweeps:
         n = len(pending(study_dir, sw))
@@ -71,7 +75,7 @@ def run_packed(study_dir: Path, sweeps: list, workers: int) -> None:
         for sw, _ in queue:
             run_sweep(study_dir, sw)
         return
-    env = {"DROPBN_STAGE_RUNS": str(min(workers, sum(n for _, n in queue)))}
+    env = {"DROPBN_STAGE_RUNS": str(min(workers, sum(n for _, n in queue)))} if bounded else {}
     parser = OverridesParser.create()
     free, running, errors = workers, {}, []
     with Children() as ch:
@@ -80,9 +84,14 @@ def run_packed(study_dir: Path, sweeps: list, workers: int) -> None:
                 while queue and free > 0 and not errors:
                     sw, n = queue.pop(0)
                     share = min(n, free)
-                    args = merge_overrides(sw.args, [f"hydra.launcher.n_jobs={share}"], parser)
-                    log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, {share} at a time, "
-                        f"beside the stage's other sweeps")
+                    if bounded:
+                        args = merge_overrides(sw.args, [f"hydra.launcher.n_jobs={share}"], parser)
+                        log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, {share} at a "
+                            f"time, beside the stage's other sweeps")
+                    else:
+                        args = sw.args
+                        log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, submitted "
+                            f"beside the stage's other sweeps")
                     print(f"$ dropbn train -m {shlex.join(args)}", flush=True)
                     running[ch.start([*train_command(), "train", "-m", *args], env)] = (sw, share)
                     free -= share
@@ -125,8 +134,8 @@ def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S, workers: in
     """Train the sweeps' missing runs, then wait until every run of them has ended (module docstring):
     a run held by a live claim of another process is waited for; an unfinished run that nobody holds
     is trained here. Raises StageError when a run stays unfinished with nobody training it.
-    `workers`: a joblib launcher's worker count, to train the sweeps side by side (run_packed);
-    None runs them one after another with the launcher as configured."""
+    `workers`: a joblib launcher's worker count, or math.inf under SLURM, to train the sweeps side by
+    side (run_packed); None runs them one after another with the launcher as configured."""
     if workers:
         run_packed(study_dir, sweeps, workers)
     else:
