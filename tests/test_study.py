@@ -550,66 +550,80 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "optuna" in r.stderr
 
 
+def fake_sweep(tag: str, n: int, *launcher: str):
+    """A plan.Sweep stand-in: stage final, variant reg=<tag>, runs <tag>0 .. <tag>{n-1}."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(stage="final", variant=SimpleNamespace(name=f"reg={tag}"),
+                           args=[f"+tag={tag}", *launcher, f"seed={','.join(map(str, range(n)))}"],
+                           jobs=[((), s, f"{tag}{s}") for s in range(n)])
+
+
+def finish_run(stage_dir: Path, run: str) -> None:
+    """A finished run as a stage reads it: its status and a validation curve."""
+    (stage_dir / run).mkdir(parents=True, exist_ok=True)
+    (stage_dir / run / "summary.json").write_text(json.dumps({"status": "completed"}))
+    (stage_dir / run / "metrics.csv").write_text("epoch,val_loss,val_acc\n1,1.0,0.5\n")
+
+
+class FakeChildren:
+    """Stands in for sweeps.Children: a child ends in start order and, unless its tag is in `fails`, finishes
+    its sweep's runs. `events` gets ("start", tag, *note(child, running)) and ("end", tag)."""
+
+    def __init__(self, root: Path, sweeps: list, events: list, note, fails=()):
+        self.root, self.sweeps, self.events, self.note, self.fails = root, sweeps, events, note, fails
+        self.running = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    class Child:  # hashable, as a Popen is
+        def __init__(self, tag, cmd, env):
+            self.tag, self.cmd, self.env, self.returncode = tag, cmd, env, None
+
+    def start(self, cmd, env):
+        p = self.Child(next(a[5:] for a in cmd if a.startswith("+tag=")), cmd, env)
+        self.running.append(p)
+        self.events.append(("start", p.tag, *self.note(p, self.running)))
+        return p
+
+    def wait_any(self):
+        p = self.running.pop(0)
+        p.returncode = 1 if p.tag in self.fails else 0
+        if not p.returncode:
+            for _, _, run in next(s for s in self.sweeps if s.variant.name == f"reg={p.tag}").jobs:
+                finish_run(self.root / "final", run)
+        self.events.append(("end", p.tag))
+        return p
+
+
 def test_a_stage_packs_its_sweeps_into_the_launcher_workers(tmp_path, monkeypatch):
     """run_packed, with the child processes replaced: in plan order, a sweep starts as soon as a worker is
     free, with n_jobs = min(its missing runs, the free workers); never more than `workers` runs at once.
     After a failed sweep no further sweep starts, the running ones end, and the study stops."""
-    from types import SimpleNamespace
-
     from dropbn.study import sweeps as SW
 
-    def sweep(tag, n):
-        return SimpleNamespace(stage="final", variant=SimpleNamespace(name=f"reg={tag}"),
-                               args=[f"+tag={tag}", "hydra.launcher.n_jobs=4", f"seed={','.join(map(str, range(n)))}"],
-                               jobs=[((), s, f"{tag}{s}") for s in range(n)])
+    def note(p, running):  # the child's n_jobs, the runs of all running children, DROPBN_STAGE_RUNS
+        n_jobs = [a for a in p.cmd if a.startswith("hydra.launcher.n_jobs=")]
+        assert len(n_jobs) == 1  # the study's n_jobs is replaced, not repeated
+        p.share = int(n_jobs[0][22:])
+        return p.share, sum(q.share for q in running), p.env["DROPBN_STAGE_RUNS"]
 
-    def complete(root, run):
-        (root / "final" / run).mkdir(parents=True, exist_ok=True)
-        (root / "final" / run / "summary.json").write_text(json.dumps({"status": "completed"}))
-
-    events, fails = [], set()
-
-    class Proc:
-        tag, share, returncode = "", 0, None
-
-    class FakeChildren:  # a child ends in start order; it completes its sweep's runs unless it fails
-        def __init__(self):
-            self.running = []
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def start(self, cmd, env):
-            n_jobs = [a for a in cmd if a.startswith("hydra.launcher.n_jobs=")]
-            assert len(n_jobs) == 1  # the study's n_jobs is replaced, not repeated
-            p = Proc()  # hashable, as a Popen is
-            p.tag, p.share = next(a[5:] for a in cmd if a.startswith("+tag=")), int(n_jobs[0][22:])
-            self.running.append(p)
-            events.append(("start", p.tag, p.share, sum(q.share for q in self.running), env["DROPBN_STAGE_RUNS"]))
-            return p
-
-        def wait_any(self):
-            p = self.running.pop(0)
-            p.returncode = 1 if p.tag in fails else 0
-            if not p.returncode:
-                for _, _, f in next(s for s in sweeps if s.variant.name == f"reg={p.tag}").jobs:
-                    complete(root, f)
-            events.append(("end", p.tag))
-            return p
-
-    monkeypatch.setattr(SW, "Children", FakeChildren)
-    root, sweeps = tmp_path / "ok", [sweep("a", 3), sweep("b", 3), sweep("c", 2), sweep("d", 1)]
-    complete(root, "b0")  # b has 2 runs left to train
+    n_jobs = "hydra.launcher.n_jobs=4"
+    root, sweeps = tmp_path / "ok", [fake_sweep(t, n, n_jobs) for t, n in (("a", 3), ("b", 3), ("c", 2), ("d", 1))]
+    finish_run(root / "final", "b0")  # b has 2 runs left to train
+    events = []
+    monkeypatch.setattr(SW, "Children", lambda: FakeChildren(root, sweeps, events, note))
     SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
     assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"), ("end", "a"),
                       ("start", "c", 2, 3, "4"), ("start", "d", 1, 4, "4"), ("end", "b"), ("end", "c"), ("end", "d")]
 
-    events.clear()
-    fails.add("a")
-    root, sweeps = tmp_path / "fail", [sweep("a", 3), sweep("b", 3), sweep("c", 2)]
+    root, sweeps = tmp_path / "fail", [fake_sweep(t, n, n_jobs) for t, n in (("a", 3), ("b", 3), ("c", 2))]
+    events = []
+    monkeypatch.setattr(SW, "Children", lambda: FakeChildren(root, sweeps, events, note, fails={"a"}))
     with pytest.raises(SW.StageError, match=r"^study stopped: final reg=a: dropbn train exited with code 1") as e:
         SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
     assert e.value.exit_code == 1
@@ -620,56 +634,21 @@ def test_under_slurm_a_stage_submits_every_sweep_at_once(tmp_path, monkeypatch):
     """run_packed with workers = inf (a SLURM launcher): every pending sweep starts before any ends, with
     its launcher settings as they are and no DROPBN_STAGE_RUNS (each run has its own allocation)."""
     import math
-    from types import SimpleNamespace
 
     from dropbn.study import sweeps as SW
 
     root = tmp_path / "study"
-    sweeps = [SimpleNamespace(stage="final", variant=SimpleNamespace(name=f"reg={t}"),
-                              args=[f"+tag={t}", "hydra/launcher=slurm", "seed=0,1"],
-                              jobs=[((), s, f"{t}{s}") for s in range(2)]) for t in "abc"]
-
-    def complete(run):  # a finished run, as the stage reads it (status and a validation curve)
-        (root / "final" / run).mkdir(parents=True)
-        (root / "final" / run / "summary.json").write_text(json.dumps({"status": "completed"}))
-        (root / "final" / run / "metrics.csv").write_text("epoch,val_loss,val_acc\n1,1.0,0.5\n")
-
+    sweeps = [fake_sweep(t, 2, "hydra/launcher=slurm") for t in "abc"]
     for run in ("c0", "c1"):  # sweep c is done: nothing to submit
-        complete(run)
+        finish_run(root / "final", run)
+
+    def note(p, running):
+        sw = next(x for x in sweeps if x.variant.name == f"reg={p.tag}")
+        assert p.cmd[-len(sw.args):] == sw.args and p.env == {}  # the launcher as configured
+        return ()
+
     events = []
-
-    class Proc:
-        returncode = None
-
-    class FakeChildren:  # a child ends in start order and completes its sweep's runs
-        def __init__(self):
-            self.running = []
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def start(self, cmd, env):
-            tag = next(a[5:] for a in cmd if a.startswith("+tag="))
-            sw = next(x for x in sweeps if x.variant.name == f"reg={tag}")
-            assert cmd[-len(sw.args):] == sw.args and env == {}  # the launcher as configured
-            p = Proc()  # hashable, as a Popen is
-            p.tag, p.jobs = tag, sw.jobs
-            self.running.append(p)
-            events.append(("start", tag))
-            return p
-
-        def wait_any(self):
-            p = self.running.pop(0)
-            p.returncode = 0
-            for _, _, run in p.jobs:
-                complete(run)
-            events.append(("end", p.tag))
-            return p
-
-    monkeypatch.setattr(SW, "Children", FakeChildren)
+    monkeypatch.setattr(SW, "Children", lambda: FakeChildren(root, sweeps, events, note))
     SW.run_stage(root, sweeps, poll_s=0.01, workers=math.inf)
     assert events == [("start", "a"), ("start", "b"), ("end", "a"), ("end", "b")]
 
