@@ -568,7 +568,8 @@ def finish_run(stage_dir: Path, run: str) -> None:
 
 class FakeChildren:
     """Stands in for sweeps.Children: a child ends in start order and, unless its tag is in `fails`, finishes
-    its sweep's runs. `events` gets ("start", tag, *note(child, running)) and ("end", tag)."""
+    its sweep's runs. Waited for with a timeout, the oldest child finishes one run instead, if it has more
+    than one left. `events` gets ("start", tag, *note(child, running)), ("run", run) and ("end", tag)."""
 
     def __init__(self, root: Path, sweeps: list, events: list, note, fails=()):
         self.root, self.sweeps, self.events, self.note, self.fails = root, sweeps, events, note, fails
@@ -590,11 +591,21 @@ class FakeChildren:
         self.events.append(("start", p.tag, *self.note(p, self.running)))
         return p
 
-    def wait_any(self):
-        p = self.running.pop(0)
+    def unfinished(self, p) -> list[str]:
+        jobs = next(s for s in self.sweeps if s.variant.name == f"reg={p.tag}").jobs
+        return [run for _, _, run in jobs if not (self.root / "final" / run / "metrics.csv").exists()]
+
+    def wait_any(self, timeout=None):
+        p = self.running[0]
+        left = self.unfinished(p)
+        if timeout is not None and len(left) > 1 and p.tag not in self.fails:
+            finish_run(self.root / "final", left[0])
+            self.events.append(("run", left[0]))
+            return None
+        self.running.pop(0)
         p.returncode = 1 if p.tag in self.fails else 0
         if not p.returncode:
-            for _, _, run in next(s for s in self.sweeps if s.variant.name == f"reg={p.tag}").jobs:
+            for run in left:
                 finish_run(self.root / "final", run)
         self.events.append(("end", p.tag))
         return p
@@ -602,28 +613,39 @@ class FakeChildren:
 
 def test_a_stage_packs_its_sweeps_into_the_launcher_workers(tmp_path, monkeypatch):
     """run_packed, with the child processes replaced: in plan order, a sweep starts as soon as a worker is
-    free, with n_jobs = min(its missing runs, the free workers); never more than `workers` runs at once.
-    After a failed sweep no further sweep starts, the running ones end, and the study stops."""
+    free, with n_jobs = min(its missing runs, the free workers); a sweep with fewer runs left than workers
+    lends the idle ones to the next sweep; never more than `workers` runs at once. After a failed sweep no
+    further sweep starts, the running ones end, and the study stops."""
     from dropbn.study import sweeps as SW
 
-    def note(p, running):  # the child's n_jobs, the runs of all running children, DROPBN_STAGE_RUNS
+    def note(p, running):  # the child's n_jobs, the runs that can train at once now, DROPBN_STAGE_RUNS
         n_jobs = [a for a in p.cmd if a.startswith("hydra.launcher.n_jobs=")]
         assert len(n_jobs) == 1  # the study's n_jobs is replaced, not repeated
         p.share = int(n_jobs[0][22:])
-        return p.share, sum(q.share for q in running), p.env["DROPBN_STAGE_RUNS"]
+        busy = sum(min(q.share, len(fake.unfinished(q))) for q in running)
+        return p.share, busy, p.env["DROPBN_STAGE_RUNS"]
+
+    def children(*args, **kw):
+        nonlocal fake
+        fake = FakeChildren(*args, **kw)
+        return fake
+
+    fake = None
 
     n_jobs = "hydra.launcher.n_jobs=4"
     root, sweeps = tmp_path / "ok", [fake_sweep(t, n, n_jobs) for t, n in (("a", 3), ("b", 3), ("c", 2), ("d", 1))]
     finish_run(root / "final", "b0")  # b has 2 runs left to train
     events = []
-    monkeypatch.setattr(SW, "Children", lambda: FakeChildren(root, sweeps, events, note))
+    monkeypatch.setattr(SW, "Children", lambda: children(root, sweeps, events, note))
     SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
-    assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"), ("end", "a"),
-                      ("start", "c", 2, 3, "4"), ("start", "d", 1, 4, "4"), ("end", "b"), ("end", "c"), ("end", "d")]
+    assert events == [("start", "a", 3, 3, "4"), ("start", "b", 1, 4, "4"),
+                      ("run", "a0"), ("start", "c", 1, 4, "4"),  # a has 2 runs left: 1 worker lent to c
+                      ("run", "a1"), ("start", "d", 1, 4, "4"),  # and 1 left: another one, to d
+                      ("end", "a"), ("end", "b"), ("end", "c"), ("end", "d")]
 
     root, sweeps = tmp_path / "fail", [fake_sweep(t, n, n_jobs) for t, n in (("a", 3), ("b", 3), ("c", 2))]
     events = []
-    monkeypatch.setattr(SW, "Children", lambda: FakeChildren(root, sweeps, events, note, fails={"a"}))
+    monkeypatch.setattr(SW, "Children", lambda: children(root, sweeps, events, note, fails={"a"}))
     with pytest.raises(SW.StageError, match=r"^study stopped: final reg=a: dropbn train exited with code 1") as e:
         SW.run_stage(root, sweeps, poll_s=0.01, workers=4)
     assert e.value.exit_code == 1

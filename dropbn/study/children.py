@@ -64,13 +64,16 @@ class Children:
         self.running.append(p)
         return p
 
-    def wait_any(self) -> subprocess.Popen:
-        """The first running child to end (it leaves `running`)."""
+    def wait_any(self, timeout: float | None = None) -> subprocess.Popen | None:
+        """The first running child to end (it leaves `running`); None if none ended within `timeout` s."""
+        end = None if timeout is None else time.monotonic() + timeout
         while True:
             for p in self.running:
                 if p.poll() is not None:
                     self.running.remove(p)
                     return p
+            if end is not None and time.monotonic() >= end:
+                return None
             time.sleep(POLL_S)
 
     def interrupted(self) -> int:

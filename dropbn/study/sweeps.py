@@ -55,11 +55,12 @@ def run_sweep(study_dir: Path, sw) -> None:
     ended(study_dir, sw, run_child([*train_command(), "train", "-m", *sw.args]))
 
 
-def run_packed(study_dir: Path, sweeps: list, workers: int | float) -> None:
+def run_packed(study_dir: Path, sweeps: list, workers: int | float, poll_s: float = POLL_S) -> None:
     """Train the sweeps side by side under a joblib launcher of `workers` workers, never more than
     `workers` runs at once: in plan order, each sweep starts as soon as a worker is free, with
-    hydra.launcher.n_jobs = min(its missing runs, the free workers), and its workers are free again when
-    it ends. DROPBN_STAGE_RUNS tells every run how many runs share the machine (its torch threads and
+    hydra.launcher.n_jobs = min(its missing runs, the free workers). A sweep's workers are free again
+    when it ends, and as it ends: once fewer of its runs are unfinished than it has workers, the idle
+    ones go to the next sweep (checked every `poll_s` s). DROPBN_STAGE_RUNS tells every run how many runs share the machine (its torch threads and
     env.parallel_runs, dropbn/parallel.py). workers = math.inf (a SLURM launcher: each run has its own
     allocation) starts every sweep at once with its launcher as configured, and the cluster queues the
     runs. On an error no further sweep starts; the running ones end."""
@@ -97,7 +98,14 @@ def run_packed(study_dir: Path, sweeps: list, workers: int | float) -> None:
                     free -= share
                 if not running:
                     break
-                p = ch.wait_any()
+                p = ch.wait_any(timeout=poll_s if queue and not errors else None)
+                if p is None:  # lend the workers of sweeps with fewer runs left than workers
+                    for child, (sw, share) in running.items():
+                        left = len(pending(study_dir, sw))  # unfinished, started or not: an upper bound on its busy workers
+                        if left < share:
+                            free += share - left
+                            running[child] = (sw, left)
+                    continue
                 sw, share = running.pop(p)
                 free += share
                 try:
@@ -137,7 +145,7 @@ def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S, workers: in
     `workers`: a joblib launcher's worker count, or math.inf under SLURM, to train the sweeps side by
     side (run_packed); None runs them one after another with the launcher as configured."""
     if workers:
-        run_packed(study_dir, sweeps, workers)
+        run_packed(study_dir, sweeps, workers, poll_s)
     else:
         for sw in sweeps:
             run_sweep(study_dir, sw)
