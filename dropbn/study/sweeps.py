@@ -60,10 +60,11 @@ def run_packed(study_dir: Path, sweeps: list, workers: int | float, poll_s: floa
     `workers` runs at once: in plan order, each sweep starts as soon as a worker is free, with
     hydra.launcher.n_jobs = min(its missing runs, the free workers). A sweep's workers are free again
     when it ends, and as it ends: once fewer of its runs are unfinished than it has workers, the idle
-    ones go to the next sweep (checked every `poll_s` s). DROPBN_STAGE_RUNS tells every run how many runs share the machine (its torch threads and
-    env.parallel_runs, dropbn/parallel.py). workers = math.inf (a SLURM launcher: each run has its own
-    allocation) starts every sweep at once with its launcher as configured, and the cluster queues the
-    runs. On an error no further sweep starts; the running ones end."""
+    ones go to the next sweep (checked every `poll_s` s). DROPBN_STAGE_RUNS tells every run how many
+    runs share the machine (its torch threads and env.parallel_runs, dropbn/parallel.py).
+    workers = math.inf (a SLURM launcher: each run has its own allocation) starts every sweep at once
+    with its launcher as configured, and the cluster queues the runs. On an error no further sweep
+    starts; the running ones end."""
     bounded = math.isfinite(workers)
     queue = []
     for sw in sweeps:
@@ -101,7 +102,7 @@ def run_packed(study_dir: Path, sweeps: list, workers: int | float, poll_s: floa
                 p = ch.wait_any(timeout=poll_s if queue and not errors else None)
                 if p is None:  # lend the workers of sweeps with fewer runs left than workers
                     for child, (sw, share) in running.items():
-                        left = len(pending(study_dir, sw))  # unfinished, started or not: an upper bound on its busy workers
+                        left = len(pending(study_dir, sw))  # started or not: a bound on its busy workers
                         if left < share:
                             free += share - left
                             running[child] = (sw, left)
