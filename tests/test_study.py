@@ -713,7 +713,7 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
             assert a["env"]["parallel_runs"] == 4 and a["env"]["threads"] == 1  # 4 runs shared the machine
 
 
-@pytest.mark.parametrize("exp", ["tuned_placement_mnist_mlp", "tuned_mnist_mlp", pytest.param(
+@pytest.mark.parametrize("exp", ["tuned_placement_mnist_mlp", "tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
 def test_committed_studies_are_complete_under_their_presets(exp):
