@@ -15,6 +15,7 @@ import torch
 
 from .errors import DropbnError, first_line
 from .runs import CHECKPOINT, RunDir, atomic_write_bytes
+from .schema import Config
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "metrics", "train_seconds", "config")
 
@@ -48,12 +49,15 @@ def load_checkpoint(rd: RunDir, mmap: bool = False) -> dict | None:
                       f"or delete the checkpoint") from None
 
 
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+def git_commit(repo: Path = Path(__file__).resolve().parent.parent) -> str | None:
+    """The commit of the code in `repo` (dropbn's checkout), "+dirty" when a tracked file differs from it.
+    Changes under the default runs folder (results/: committed run records, reports) are outputs, not
+    code, so they do not count."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){Config.out_root}"], cwd=repo,
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -65,7 +69,7 @@ def environment(device, parallel_runs: int | None = 1) -> dict:
     machine (dropbn/parallel.py), platform and the code's git commit."""
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
            "parallel_runs": parallel_runs, "python": platform.python_version(), "platform": platform.platform(),
-           "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
+           "cpu_count": os.cpu_count(), "git_commit": git_commit()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

@@ -79,3 +79,29 @@ def test_no_rows():
               "seconds_per_epoch", "best_test_acc"):
         assert s[k] is None, k
     assert Summary.from_json(s).to_json() == s
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_run_records(tmp_path):
+    """summary.json env.git_commit: "+dirty" marks code that differs from its commit; committed run
+    records and reports under results/ (the default out_root) are outputs and do not count."""
+    import subprocess
+
+    from dropbn.checkpoint import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "dropbn").mkdir()
+    (tmp_path / "results" / "study").mkdir(parents=True)
+    (tmp_path / "dropbn" / "train.py").write_text("x = 1\n")
+    (tmp_path / "results" / "study" / "sweep_times.txt").write_text("a\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_commit(tmp_path) == rev
+    (tmp_path / "results" / "study" / "sweep_times.txt").write_text("a\nb\n")  # a record appended
+    (tmp_path / "results" / "new_run.txt").write_text("untracked\n")
+    assert git_commit(tmp_path) == rev
+    (tmp_path / "dropbn" / "train.py").write_text("x = 2\n")  # the code changed
+    assert git_commit(tmp_path) == rev + "+dirty"
