@@ -24,14 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose as hcompose
-from hydra import initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import compose  # noqa: E402  (scripts/bench.py: the composed, validated config)
 from dropbn import models  # noqa: E402
-from dropbn.config import CONFIG_DIR, validate  # noqa: E402
 from dropbn.data import Batches, Split  # noqa: E402
 from dropbn.device import place, resolve_device, set_threads, sync, uses_channels_last  # noqa: E402
 from dropbn.measure import evaluate  # noqa: E402
@@ -42,9 +40,7 @@ CASES = {"mlp": ("mnist", (1, 28, 28)), "cnn": ("cifar10", (3, 32, 32))}  # mode
 
 def build(model: str, device):
     data, shape = CASES[model]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = hcompose("train", overrides=[f"model={model}", f"data={data}", "reg=both"])
-    validate(cfg)
+    cfg = compose([f"model={model}", f"data={data}", "reg=both"])
     cl = uses_channels_last(model, device)
     net = place(models.build_model(cfg.model, cfg.reg, shape, 10), device, cl)
     return net, shape, cl

@@ -86,14 +86,11 @@ def run_packed(study_dir: Path, sweeps: list, workers: int | float, poll_s: floa
                 while queue and free > 0 and not errors:
                     sw, n = queue.pop(0)
                     share = min(n, free)
-                    if bounded:
-                        args = merge_overrides(sw.args, [f"hydra.launcher.n_jobs={share}"], parser)
-                        log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, {share} at a "
-                            f"time, beside the stage's other sweeps")
-                    else:
-                        args = sw.args
-                        log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, submitted "
-                            f"beside the stage's other sweeps")
+                    args = merge_overrides(sw.args, [f"hydra.launcher.n_jobs={share}"], parser) if bounded \
+                        else sw.args
+                    how = f"{share} at a time," if bounded else "submitted"
+                    log(f"{sw.stage} {sw.variant.name}: {n} of {len(sw.jobs)} run(s) to train, {how} beside the "
+                        f"stage's other sweeps")
                     print(f"$ dropbn train -m {shlex.join(args)}", flush=True)
                     running[ch.start([*train_command(), "train", "-m", *args], env)] = (sw, share)
                     free -= share
