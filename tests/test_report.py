@@ -321,6 +321,34 @@ def test_all_diverged_arm_and_trainability(tmp_path):
     assert ct.m == 9 and t["p_holm"] == pytest.approx(0.035) and t["verdict"] == "supported"
 
 
+def test_garbin_collapse_row_and_runs_ending_at_chance(tmp_path):
+    """Garbin et al.'s observation, dropout against batch norm, gets a trainability row of its own; a run
+    that completes at chance accuracy (a collapse without a non-finite loss) counts as failed to train,
+    in the row and in the learning-rate table."""
+    root = lr_study(tmp_path / "g", [0.3, 1.0], kinds=("none", "dropout", "batchnorm"))
+    for seed in (0, 1, 2):  # lr 0.01: every kind trains, but `none` seed 0 ends at chance (10.5% < 12%)
+        for kind in ("none", "dropout", "batchnorm"):
+            acc = 0.105 if (kind, seed) == ("none", 0) else 0.9 - seed / 100
+            make_run(root / f"optim.lr=0.01,reg={kind},seed={seed}", kind, seed, lr=0.01, test_acc=(0.5, acc))
+    ct = check(collect([root], progress=False))
+    garbin = [r for r in ct.df.to_dict("records") if r["text"].startswith("Garbin et al. 2020")]
+    assert len(garbin) == 1
+    g = garbin[0]
+    assert (g["a"], g["b"]) == ("dropout", "batchnorm") and g["context"].startswith("pooled over")
+    assert "dropout fails to train more often than batchnorm" in g["text"]
+    assert (g["value_a"], g["value_b"]) == (pytest.approx(200 / 3), 0.0)  # 6/9 vs 0/9
+    assert g["test"].startswith("exact stratified") and g["p_value"] == pytest.approx(0.005)  # two-sided: 2 / 20^2
+    none_vs_dropout = next(r for r in ct.df.to_dict("records")
+                           if r["claim"].startswith("T") and (r["a"], r["b"]) == ("dropout", "none"))
+    assert none_vs_dropout["value_b"] == pytest.approx(700 / 9)  # 7/9: 6 diverged, 1 at chance
+    md = report_cli.main([str(root), "--no-progress"]).read_text()
+    assert "Garbin et al. 2020: with dropout the network collapses" in md
+    lr_tab = pd.read_csv(root / "report" / "tables" / "lr_tolerance.csv", index_col=0)
+    cell = lr_tab.loc["none", "0.01"]  # (10.5 + 89 + 88) / 3
+    assert cell.startswith("62.50 ± ") and cell.endswith("(n=3); failed to train 1/3 (1 at chance)")
+    assert lr_tab.loc["dropout", "0.3"] == "–; failed to train 3/3 (3 diverged)"
+
+
 def test_timing_claims_name_what_differs(tmp_path):
     root = tmp_path / "t"
     for seed in range(3):
@@ -419,7 +447,9 @@ def test_lr_section_only_when_lr_varies(tmp_path):
     assert_honest_wording(md)
     assert (root / "report" / "figures" / "lr_tolerance.png").is_file()
     lr_tab = pd.read_csv(root / "report" / "tables" / "lr_tolerance.csv", index_col=0)
-    assert list(lr_tab.index) == ["none", "batchnorm"] and "2 diverged" in lr_tab.loc["none", "1"]
+    assert list(lr_tab.index) == ["none", "batchnorm"]
+    assert lr_tab.loc["none", "1"] == "–; failed to train 2/2 (2 diverged)"
+    assert lr_tab.loc["batchnorm", "1"].endswith("(n=2); failed to train 0/2")
     # a second report of the same folder ignores the first one's output (not a run, not "skipped")
     again = report_cli.main([str(root), "--no-progress"]).read_text()
     assert "**12 runs**" in again and "Skipped folders" not in again

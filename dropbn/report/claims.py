@@ -14,7 +14,7 @@ import pandas as pd
 from . import power, stats
 from .collect import Collection
 from .markdown import ci_text
-from .measures import CHANCE_MARGIN, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \
+from .measures import FAILED_RULE, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \
     measure, steady_note, trainability
 from .tables import with_context
 
@@ -104,6 +104,12 @@ CLAIMS = [
                   "the same configuration with reg.dropout_blocks=last"), "final_test_acc", -1),
 ]
 BN_KINDS = {"batchnorm", "both", "dropout_after_bn", "dropout_before_bn"}
+# Trainability comparisons beyond the claims' own pairs, each with whose observation it tests: a row
+# appears where a context has both kinds and some run failed to train, pooled over those contexts.
+TRAINABILITY_PAIRS = {
+    ("dropout", "batchnorm"): "Garbin et al. 2020: with dropout the network collapses at learning rates "
+                              "where batch norm trains",
+}
 COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic", "value_a", "value_b",
            "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
            "seeds_per_arm", "n_a", "n_b", "note"]
@@ -222,8 +228,15 @@ def matched_rows(runs: pd.DataFrame, varying: list) -> tuple[list[dict], list]:
 
 
 def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
-    """One row per compared pair of kinds with failed runs, pooling the contexts as strata."""
+    """One row per compared pair of kinds with failed runs, pooling the contexts as strata: the claims'
+    pairs, then TRAINABILITY_PAIRS."""
     runs = coll.runs.assign(_failed=failed_to_train(coll.runs))
+    pairs = {k: dict(v) for k, v in pairs.items()}
+    for ctx, g in with_context(coll).groupby("context", sort=False):
+        by_kind = _labels_by_kind(g)
+        for ka, kb in TRAINABILITY_PAIRS:
+            if ka in by_kind and kb in by_kind:
+                pairs.setdefault((ka, kb), {}).setdefault(ctx, (by_kind[ka], by_kind[kb]))
     rows = []
     for (ka, kb), per_ctx in pairs.items():
         strata = []
@@ -235,7 +248,9 @@ def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
         expect = -1 if ka in BN_KINDS and kb not in BN_KINDS else +1
         text = (f"Batch norm stabilises training: fewer runs of {ka} than of {kb} fail to train" if expect < 0
                 else f"{ka} fails to train more often than {kb}")
-        text += f" (diverged, or final test accuracy below chance + {CHANCE_MARGIN * 100:g} pp)"
+        text += f" ({FAILED_RULE})"
+        if (ka, kb) in TRAINABILITY_PAIRS:
+            text = f"{TRAINABILITY_PAIRS[ka, kb]}: {text}"
         ctxs = list(per_ctx)
         single = len(ctxs) == 1
         la, lb = per_ctx[ctxs[0]] if single else (ka, kb)

@@ -22,6 +22,7 @@ import pandas as pd
 from . import exact, stats
 
 CHANCE_MARGIN = 0.02   # final test accuracy below 1 / classes + this counts as "ended at chance"
+FAILED_RULE = f"diverged, or final test accuracy below chance + {CHANCE_MARGIN * 100:g} pp"  # failed_to_train
 ENV_KEYS = (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env_threads", "thread counts"),
             ("env_parallel_runs", "runs sharing the machine"), ("git_commit", "commits"), ("device_used", "devices"))
 

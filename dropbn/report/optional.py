@@ -10,6 +10,7 @@ import pandas as pd
 
 from . import anchors as A
 from . import figures as F
+from . import measures as M
 from . import shift as SH
 from . import tables as T
 from .collect import NORM_NAMES, SHORT, Collection, make_label, ordered_labels
@@ -37,13 +38,14 @@ def learning_rate(ctx: Context) -> Section | None:
     s = Section(md=["## Learning-rate tolerance\n"])
     df, sorder = series_frame(ctx.coll, ("optim.lr",))
     df["lr"] = df["cfg.optim.lr"].astype(float)
-    tab = T.sweep_table(df, "lr", "final_test_acc", sorder, count_diverged=True)
+    tab = T.sweep_table(df, "lr", "final_test_acc", sorder, count_failed=True)
     s.table("lr_tolerance", tab, latex=True)
     s.add(md_table(tab, index_name="configuration \\ learning rate"))
     fig = s.figure("lr_tolerance", F.sweep_figure(
         [("acc_for_plot", 100, "final test accuracy (%)")], T.chance_or_acc(df), "lr", sorder, F.colors(sorder),
         ctx.title, "learning rate (log scale)", True))
-    s.add("Table: final test accuracy over completed runs, and the number of diverged runs per cell. "
+    s.add("Table: final test accuracy over completed runs; per cell, the runs that failed to train "
+          f"({M.FAILED_RULE}: the claims check's trainability rule) out of the completed and diverged ones. "
           "Figure: a diverged run counts as chance accuracy (1 / number of classes) so that a learning "
           f"rate that blows up shows as a drop; {int((df['status'] == 'diverged').sum())} run(s) diverged.\n")
     s.add(f"![learning-rate tolerance]({fig})\n")
@@ -87,9 +89,11 @@ def dropout_rate(ctx: Context) -> Section | None:
     df["series"] = [_norm_series(r, others) for _, r in df.iterrows()]
     df["rate"] = df["cfg.reg.dropout"].astype(float)
     sorder = sorted(df["series"].unique(), key=lambda x: (not x.startswith("without"), x))
-    tab = T.sweep_table(df, "rate", "final_test_acc", sorder, count_diverged=True)
+    tab = T.sweep_table(df, "rate", "final_test_acc", sorder, count_failed=True)
     s.table("dropout_rate", tab, latex=True)
     s.add(md_table(tab, index_name="configuration \\ dropout rate"))
+    s.add(f"Final test accuracy over completed runs; per cell, the runs that failed to train ({M.FAILED_RULE}) "
+          "out of the completed and diverged ones.\n")
     fig = s.figure("dropout_rate", F.sweep_figure(
         [("final_test_acc", 100, "final test accuracy (%)"), ("generalization_gap", 100, "train − test accuracy (pp)")],
         T.completed(df), "rate", sorder, F.colors(sorder), ctx.title, "dropout rate p", False))

@@ -13,6 +13,7 @@ from ..errors import DropbnError
 from ..summary import MODES, inf_column
 from . import stats
 from .collect import Collection, make_label
+from .measures import failed_to_train
 from .measures import steady_state as steady_state_runs
 
 PURPOSE = {
@@ -207,9 +208,12 @@ def chance_or_acc(runs: pd.DataFrame) -> pd.DataFrame:
     return r
 
 
-def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_diverged: bool = False) -> pd.DataFrame:
-    """Rows = series (df['series']), columns = values of x: 'mean ± CI (n)' of y (in %), completed runs."""
+def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_failed: bool = False) -> pd.DataFrame:
+    """Rows = series (df['series']), columns = values of x: 'mean ± CI (n)' of y (in %), completed runs;
+    with count_failed, each cell adds the runs that failed to train (measures.failed_to_train) out of
+    the completed and diverged ones, and how they failed."""
     xs = sorted(df[x].dropna().unique())
+    failed = failed_to_train(df)
     out = {}
     for s in order:
         g = df[df["series"] == s]
@@ -217,8 +221,11 @@ def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_diverged: bool = 
         for xv in xs:
             h = g[g[x] == xv]
             txt = stats.fmt_ci(stats.mean_ci(completed(h)[y]), 100, 2)
-            if count_diverged:
-                txt += f"; {int((h['status'] == 'diverged').sum())} diverged"
+            h = h[h["status"].isin(["completed", "diverged"])]
+            if count_failed and len(h):
+                k, diverged = int(failed[h.index].sum()), int((h["status"] == "diverged").sum())
+                how = [f"{diverged} diverged" if diverged else "", f"{k - diverged} at chance" if k > diverged else ""]
+                txt += f"; failed to train {k}/{len(h)}" + (f" ({', '.join(w for w in how if w)})" if k else "")
             row[f"{xv:g}"] = txt
         out[s] = row
     return pd.DataFrame(out).T
