@@ -32,6 +32,12 @@ def series_frame(coll: Collection, drop: tuple) -> tuple[pd.DataFrame, list[str]
     return runs, ordered_labels(runs, coll.dims, drop, label_col="series")
 
 
+def _chance_pct(runs: pd.DataFrame) -> float | None:
+    """Chance accuracy in percent when every run has the same number of classes, else None."""
+    classes = runs["num_classes"].dropna().unique()
+    return 100.0 / float(classes[0]) if len(classes) == 1 else None
+
+
 def learning_rate(ctx: Context) -> Section | None:
     if "optim.lr" not in ctx.coll.varying:
         return None
@@ -43,7 +49,7 @@ def learning_rate(ctx: Context) -> Section | None:
     s.add(md_table(tab, index_name="configuration \\ learning rate"))
     fig = s.figure("lr_tolerance", F.sweep_figure(
         [("acc_for_plot", 100, "final test accuracy (%)")], T.chance_or_acc(df), "lr", sorder, F.colors(sorder),
-        ctx.title, "learning rate (log scale)", True))
+        ctx.title, "learning rate (log scale)", True, chance=_chance_pct(df)))
     s.add("Table: final test accuracy over completed runs; per cell, the runs that failed to train "
           f"({M.FAILED_RULE}: the claims check's trainability rule) out of the completed and diverged ones. "
           "Figure: a diverged run counts as chance accuracy (1 / number of classes) so that a learning "
