@@ -9,6 +9,7 @@
 #                                -> `dropbn study +exp=NAME` (tune -> select -> final -> report)
 #   srivastava_mnist_mlp       -> two `dropbn train -m` sweeps (dropout arm, control), then report
 #   datasize_steps_mnist_mlp   -> `dropbn train -m`, then report
+#   lr_cifar10_cnn             -> `dropbn train -m` (3 seeds), then seeds 3-4 at lr 1.0 and 0.3, then report
 # Superseded v1 studies (compare_*, lr/droprate/datasize/placement_mnist_mlp) run the same way as a
 # plain sweep: `dropbn train -m +exp=NAME`, then `dropbn diagnose` and `dropbn report`.
 #
@@ -49,6 +50,13 @@ for s in "${studies[@]}"; do
       if [[ " $STAGES " == *" train "* ]]; then
         timed "$s" "dropout arm" "$BIN/dropbn" train -m "+exp=$s" "${launch[@]}"
         timed "$s" control "$BIN/dropbn" train -m "+exp=$s" reg.dropout=0 reg.input_dropout=0 "${launch[@]}"
+      fi
+      ;;
+    lr_cifar10_cnn)
+      if [[ " $STAGES " == *" train "* ]]; then
+        timed "$s" sweep "$BIN/dropbn" train -m "+exp=$s" "${launch[@]}"
+        # seeds 3-4 at the two highest rates, where the trainability test needs them (see the preset)
+        timed "$s" "seeds 3-4" "$BIN/dropbn" train -m "+exp=$s" seed=3,4 optim.lr=1.0,0.3 "${launch[@]}"
       fi
       ;;
     *)
