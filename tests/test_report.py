@@ -349,6 +349,27 @@ def test_garbin_collapse_row_and_runs_ending_at_chance(tmp_path):
     assert lr_tab.loc["dropout", "0.3"] == "–; failed to train 3/3 (3 diverged)"
 
 
+def test_lr_cifar10_cnn_design_lets_the_trainability_rows_pass_holm(tmp_path):
+    """Why configs/exp/lr_cifar10_cnn.yaml adds seeds 3-4 at lr 1.0 and 0.3: in its grid (5 rates x 4
+    variants), with 3 seeds per arm, the Garbin row cannot pass Holm even when every unnormalised run
+    fails at the two highest rates and no batch-norm run does; with 5 seeds at those rates it can."""
+    def garbin(root, extra):
+        for i, lr in enumerate((0.01, 0.03, 0.1, 0.3, 1.0)):
+            for kind in ("none", "dropout", "batchnorm", "both"):
+                for seed in (0, 1, 2) + (extra if lr >= 0.3 else ()):
+                    fails = kind in ("none", "dropout") and lr >= 0.3
+                    acc = 0.6 + ((seed * 7 + i * 3 + len(kind)) % 5) / 100
+                    make_run(root / f"optim.lr={lr},reg={kind},seed={seed}", kind, seed, lr=lr,
+                             test_acc=(0.9,) if fails else (0.3, 0.5, acc), status="diverged" if fails else "completed")
+        coll = collect([root], progress=False)
+        ct = C.claims(coll, tables.baselines(coll, tables.parse_baseline("reg=none")))
+        return ct.m, next(r for r in ct.df.to_dict("records") if r["text"].startswith("Garbin"))
+    m, g = garbin(tmp_path / "three", ())
+    assert m == 33 and g["p_value"] == pytest.approx(0.005) and g["p_holm"] > 0.05 and g["verdict"] == "inconclusive"
+    m, g = garbin(tmp_path / "five", (3, 4))
+    assert g["p_value"] == pytest.approx(2 / 252 ** 2) and g["p_holm"] < 0.005 and g["verdict"] == "supported"
+
+
 def test_timing_claims_name_what_differs(tmp_path):
     root = tmp_path / "t"
     for seed in range(3):
