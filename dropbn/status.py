@@ -20,7 +20,9 @@ Each run gets one state:
 
 A summary line counts the states and estimates the time left: the epochs still to
 train times the mean measured seconds per epoch (training + evaluation, metrics.csv),
-divided by the number of live workers (distinct claim owners; 1 when none runs now).
+divided by the number of live workers (distinct claim owners; 1 when none runs now). When
+the runs of `-m` or `--study` have no measured epoch yet (new seeds or rates beside a finished
+sweep), the seconds per epoch are those of the other runs in their sweep folder, and it says so.
 Exit code 0 when every run is finished (completed or diverged), 1 otherwise.
 """
 from __future__ import annotations
@@ -243,24 +245,42 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def eta(states: list[RunState]) -> str:
-    """The time left as one phrase: epochs left x mean measured s/epoch / live workers."""
+def sibling_seconds(states: list[RunState]) -> tuple[str, list[float]] | None:
+    """(where, measured seconds of each epoch) of the other runs in the folders that hold these runs:
+    the sweep folder, when new seeds or rates are planned beside runs that have trained; None if none."""
+    own = {s.folder.resolve() for s in states}
+    parents = sorted({s.folder.resolve().parent for s in states} - own)
+    parents = [p for p in parents if p.is_dir()]
+    seconds = [x for p in parents for _, f in find_runs([p]) if f.resolve() not in own
+               for x in _metrics(f) if math.isfinite(x)]
+    return (", ".join(os.path.relpath(p) for p in parents), seconds) if seconds else None
+
+
+def eta(states: list[RunState], elsewhere: tuple[str, list[float]] | None = None) -> str:
+    """The time left as one phrase: epochs left x mean measured s/epoch / live workers. When none of
+    these runs has a measured epoch, `elsewhere` (sibling_seconds) gives the seconds, and the phrase
+    says where they were measured."""
     if all(s.finished for s in states):
         return "nothing left to train"
     left = [s.left() for s in states]
     known = sum(x for x in left if x is not None)
     unknown = sum(x is None for x in left)
     epochs = _n(known, "epoch") + " left" + (f" (+ {_n(unknown, 'run')} of unknown length)" if unknown else "")
-    measured = [x for s in states for x in s.seconds if math.isfinite(x)]
+    measured, source = [x for s in states for x in s.seconds if math.isfinite(x)], ""
+    if not measured and elsewhere:
+        where, measured = elsewhere
+        source = f" (measured on the other runs under {where})"
     if not measured:
         return f"{epochs}; ETA unknown until an epoch has been measured"
     per_epoch = sum(measured) / len(measured)
     workers = len({s.owner for s in states if s.owner})
     at = _n(workers, "live worker") if workers else "1 worker (none running now)"
-    return f"{epochs} x {per_epoch:.1f} s/epoch / {at}: ETA {_duration(known * per_epoch / max(1, workers))}"
+    return f"{epochs} x {per_epoch:.1f} s/epoch{source} / {at}: ETA {_duration(known * per_epoch / max(1, workers))}"
 
 
-def render(rows: list[tuple[str, RunState]]) -> str:
+def render(rows: list[tuple[str, RunState]], planned: bool = False) -> str:
+    """The table and its summary line; `planned` (runs composed from arguments, not found in folders):
+    with no measured epoch among them, the ETA reads the other runs of their sweep folder."""
     table = [("state", "epochs", "run", "detail")]
     for name, s in rows:
         epochs = "" if s.state == "missing" and s.epochs is None else f"{s.done}/{s.epochs if s.epochs is not None else '?'}"
@@ -269,7 +289,9 @@ def render(rows: list[tuple[str, RunState]]) -> str:
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths)), r[3]]).rstrip() for r in table]
     counts = Counter(s.state for _, s in rows)
     summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])
-    lines.append(f"{_n(len(rows), 'run')}: {summary}; {eta([s for _, s in rows])}")
+    states = [s for _, s in rows]
+    elsewhere = sibling_seconds(states) if planned and not any(s.seconds for s in states) else None
+    lines.append(f"{_n(len(rows), 'run')}: {summary}; {eta(states, elsewhere)}")
     return "\n".join(lines)
 
 
@@ -283,9 +305,10 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    planned = argv[0] == "--study" or _is_train_args(argv)
     if argv[0] == "--study":
         rows = study_states(argv[1:])
     else:
-        rows = sweep_states(argv) if _is_train_args(argv) else folder_states(argv)
-    print(render(rows))
+        rows = sweep_states(argv) if planned else folder_states(argv)
+    print(render(rows, planned))
     return 0 if all(s.finished for _, s in rows) else 1

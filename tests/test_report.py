@@ -373,14 +373,16 @@ def test_lr_cifar10_cnn_design_lets_the_trainability_rows_pass_holm(tmp_path):
 def test_timing_claims_name_what_differs(tmp_path):
     root = tmp_path / "t"
     for seed in range(3):
+        commit = {"git_commit": "c0ffee" if seed else "abc"}   # both arms span the same two commits
         make_run(root / f"reg=none,seed={seed}", "none", seed, sec=1.0 + seed / 10,
-                 env={"threads": 1, "parallel_runs": 1})
+                 env={"threads": 1, "parallel_runs": 1, **commit})
         make_run(root / f"reg=batchnorm,seed={seed}", "batchnorm", seed, sec=2.0 + seed / 10,
-                 env={"threads": 2, "platform": "Linux-x", "cpu_count": 8, "parallel_runs": 6 - 3 * (seed > 0)})
+                 env={"threads": 2, "platform": "Linux-x", "cpu_count": 8, "parallel_runs": 6 - 3 * (seed > 0), **commit})
     six = rows(check(collect([root], progress=False)))["6"]
     assert six["test"] == "Welch on log values" and six["diff"] > 1
     assert "thread counts differ (2 vs 1)" in six["note"]
     assert "runs sharing the machine differ (3, 6 vs 1)" in six["note"]
+    assert "commits differ within each arm, the same mix in both (abc, c0ffee)" in six["note"]
     assert "first epoch" in six["note"]   # these runs record no steady-state time: the note says so
 
 

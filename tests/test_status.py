@@ -99,6 +99,13 @@ def test_status_of_a_sweep_composed_from_train_arguments(tmp_path, capsys):
     assert status.main(args) == 1
     rows = table(capsys.readouterr().out)
     assert rows[names[0]] == ("completed", "2/2", "test acc 0.9500") and rows[names[1]][0] == "missing"
+    # more seeds planned beside the finished run: their ETA reads its measured epochs (1.1 s each), and says so
+    more = ["-m", "seed=2,3", *args[2:]]
+    assert status.main(more) == 1
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    where = os.path.relpath(tmp_path / "s")
+    assert out == f"2 runs: 2 missing; 4 epochs left x 1.1 s/epoch (measured on the other runs under {where}) " \
+                  "/ 1 worker (none running now): ETA 4s"
 
 
 def test_status_is_fast_and_never_imports_torch(sweep):

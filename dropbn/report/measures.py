@@ -190,7 +190,8 @@ def env_note(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
         vals = sorted({short(v) for v in both[col].dropna()})
         if len(vals) > 1:
             per = [", ".join(sorted({short(v) for v in g[col].dropna()})) or "?" for g in (ga, gb)]
-            parts.append(f"{name} differ ({per[0]} vs {per[1]})")
+            parts.append(f"{name} differ within each arm, the same mix in both ({per[0]})" if per[0] == per[1]
+                         else f"{name} differ ({per[0]} vs {per[1]})")
     missing = [name for col, name in ENV_KEYS[:2] if col not in both or both[col].isna().all()]
     if missing:
         parts.append(" and ".join(missing) + " not recorded")
