@@ -107,8 +107,12 @@ BN_KINDS = {"batchnorm", "both", "dropout_after_bn", "dropout_before_bn"}
 # Trainability comparisons beyond the claims' own pairs, each with whose observation it tests: a row
 # appears where a context has both kinds and some run failed to train, pooled over those contexts.
 TRAINABILITY_PAIRS = {
-    ("dropout", "batchnorm"): "Garbin et al. 2020: with dropout the network collapses at learning rates "
-                              "where batch norm trains",
+    # their CNN results table (CIFAR-10, RMSprop, 50 epochs, one run per setting): at lr 0.001 the CNN with
+    # dropout before its dense layer ended at 10.01%, with dropout in every layer at 32.26%, the standard
+    # CNN at 32.26% / 57.17% (1024 / 512 dense units) and the CNN with batch norm at 84.47%
+    ("dropout", "batchnorm"): "Garbin et al. 2020 (their CIFAR-10 CNN at RMSprop lr 0.001, one run each: "
+                              "10.01% with dropout, 84.47% with batch norm): with dropout the network "
+                              "collapses at learning rates where batch norm trains",
 }
 COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic", "value_a", "value_b",
            "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
