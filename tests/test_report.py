@@ -14,7 +14,7 @@ from dropbn.errors import DropbnError
 from dropbn.report import claims as C
 from dropbn.report import cli as report_cli
 from dropbn.report import anchors as A
-from dropbn.report import figures, render, stats, tables
+from dropbn.report import figures, render, sections, stats, tables
 from dropbn.report.collect import collect, facet, read_runs_csv
 
 from .conftest import ROOT
@@ -364,10 +364,15 @@ def test_lr_cifar10_cnn_design_lets_the_trainability_rows_pass_holm(tmp_path):
                              test_acc=(0.9,) if fails else (0.3, 0.5, acc), status="diverged" if fails else "completed")
         coll = collect([root], progress=False)
         ct = C.claims(coll, tables.baselines(coll, tables.parse_baseline("reg=none")))
-        return ct.m, next(r for r in ct.df.to_dict("records") if r["text"].startswith("Garbin"))
-    m, g = garbin(tmp_path / "three", ())
-    assert m == 33 and g["p_value"] == pytest.approx(0.005) and g["p_holm"] > 0.05 and g["verdict"] == "inconclusive"
-    m, g = garbin(tmp_path / "five", (3, 4))
+        return ct, next(r for r in ct.df.to_dict("records") if r["text"].startswith("Garbin"))
+    ct, g = garbin(tmp_path / "three", ())
+    assert ct.m == 33 and g["p_value"] == pytest.approx(0.005) and g["p_holm"] > 0.05 and g["verdict"] == "inconclusive"
+    # the rank tests of claims 1, 2a and 2b cannot reach 0.05 with 3 runs per arm (smallest p 0.1) at any
+    # rate: 15 of the 33, and the report's rule says so
+    assert ct.unreachable == 15
+    assert "15 of the 33 cannot reach p < 0.05 with the runs at hand" in sections.claims_rule(ct.m, ct.unreachable)
+    ct, g = garbin(tmp_path / "five", (3, 4))
+    assert ct.unreachable == 11  # 5 vs 5 can reach it, but not where every run of both arms diverged (all tied)
     assert g["p_value"] == pytest.approx(2 / 252 ** 2) and g["p_holm"] < 0.005 and g["verdict"] == "supported"
 
 

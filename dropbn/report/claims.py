@@ -124,6 +124,7 @@ class ClaimsTable:
     df: pd.DataFrame               # COLUMNS, one row per test
     skipped: list                  # [(claim, why not checked)]
     m: int                         # Holm family size: rows with a finite p_value
+    unreachable: int = 0           # of those, rows whose test cannot reach p < ALPHA with their runs
 
 
 # ---------------------------------------------------------------- the table
@@ -328,7 +329,8 @@ def claims(coll: Collection, base: dict) -> ClaimsTable:
         seeds.append(n)
     df["verdict"], df["reason"] = verdicts, reasons
     df["seeds_per_arm"] = pd.array([None if math.isnan(n) else int(n) for n in seeds], dtype="Int64")
-    return ClaimsTable(df[COLUMNS], skipped, m)
+    unreachable = sum(math.isfinite(p) and r.min_p >= stats.ALPHA for p, r in zip(df["p_value"], df["_result"]))
+    return ClaimsTable(df[COLUMNS], skipped, m, int(unreachable))
 
 
 def skipped_lines(skipped: list) -> list[str]:

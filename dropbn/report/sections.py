@@ -185,12 +185,17 @@ def comparison(ctx: Context) -> Section:
     return s
 
 
-def claims_rule(m: int) -> str:
-    """The verdict rule as the report states it, with the family size m and the minimal effects."""
+def claims_rule(m: int, unreachable: int = 0) -> str:
+    """The verdict rule as the report states it, with the family size m (and how many of its tests cannot
+    reach alpha with their runs) and the minimal effects."""
     effects = "; ".join(f"{k}: {e.text}" for k, e in C.MIN_EFFECTS.items())
+    dead = (f" {unreachable} of the {m} cannot reach p < {stats.ALPHA} with the runs at hand (the smallest p "
+            "their test can give with these arm sizes and ties is larger); they stay in the family, which makes "
+            "the adjustment more conservative than it needs to be." if unreachable else "")
     return (
         f"**Rule.** Every row below with a p value belongs to one family of **m = {m}** tests (all contexts and "
-        f"test types); its p values are adjusted with Holm's step-down method (`p_holm`). At alpha = {stats.ALPHA}: "
+        f"test types); its p values are adjusted with Holm's step-down method (`p_holm`).{dead} "
+        f"At alpha = {stats.ALPHA}: "
         "**supported** = p_holm < alpha and the difference has the sign the claim predicts; **not supported** = "
         "p_holm < alpha and the opposite sign; **inconclusive** = otherwise, including rows whose test gives no "
         "p value or cannot reach alpha with the runs at hand. An inconclusive row is not evidence of no "
@@ -213,7 +218,7 @@ def claims(ctx: Context) -> Section:
     s = Section(md=["## Claims check\n"])
     ct = C.claims(ctx.coll, ctx.base)
     cl = ct.df
-    s.add(claims_rule(ct.m))
+    s.add(claims_rule(ct.m, ct.unreachable))
     if len(cl):
         s.table("claims", cl.astype(object).where(cl.notna(), "n/a"), index=False, latex=True)
         show = pd.DataFrame({
