@@ -338,6 +338,10 @@ def test_garbin_collapse_row_and_runs_ending_at_chance(tmp_path):
     assert "dropout fails to train more often than batchnorm" in g["text"]
     assert (g["value_a"], g["value_b"]) == (pytest.approx(200 / 3), 0.0)  # 6/9 vs 0/9
     assert g["test"].startswith("exact stratified") and g["p_value"] == pytest.approx(0.005)  # two-sided: 2 / 20^2
+    # the difference in failed fractions gets a 95% CI (Newcombe's, on the pooled 6/9 vs 0/9), and says so
+    lo, hi = stats.proportion_difference_ci(6, 9, 0, 9)
+    assert (g["diff_ci_low"], g["diff_ci_high"]) == (pytest.approx(100 * lo), pytest.approx(100 * hi)) and 0 < lo < hi
+    assert "Newcombe's interval on the counts pooled over the strata" in g["note"]
     none_vs_dropout = next(r for r in ct.df.to_dict("records")
                            if r["claim"].startswith("T") and (r["a"], r["b"]) == ("dropout", "none"))
     assert none_vs_dropout["value_b"] == pytest.approx(700 / 9)  # 7/9: 6 diverged, 1 at chance

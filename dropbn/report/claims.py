@@ -359,5 +359,6 @@ def verdict_text(row) -> str:
         if row["unit"] == "ratio":
             out += f": a / b {ci_text((lo - 1) * 100, (hi - 1) * 100, '%', 0)} (95% CI)"
         else:
-            out += f": a − b {ci_text(lo, hi, 'pp' if row['unit'] == 'pp' else row['unit'], 2)} (95% CI)"
+            unit = "pp" if row["unit"] in ("pp", "failed") else row["unit"]  # failed: runs failing, in pp
+            out += f": a − b {ci_text(lo, hi, unit, 2)} (95% CI)"
     return out + f" — {row['reason']}"

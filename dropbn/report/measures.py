@@ -145,14 +145,20 @@ def censored(ga: pd.DataFrame, gb: pd.DataFrame, column: str, ratio: bool) -> Re
                   r.p, r.min_p, r.n_a, r.n_b, r.reason if not math.isfinite(r.p) else "", a, b, notes)
 
 
+CI_POOLED = ("95% CI: Newcombe's interval on the counts pooled over the strata (the strata are ignored: "
+             "with as many runs per arm in each stratum it errs on the wide side)")
+
+
 def trainability(strata) -> Result:
     """strata: [(failed_a, n_a, failed_b, n_b)]; Fisher for one stratum, the exact stratified test for several."""
     t = exact.fisher_failed(*strata[0]) if len(strata) == 1 else exact.stratified_exact(strata)
-    nan = math.nan
-    res = Result("failed fraction (%)", 100 * t.frac_a, 100 * t.frac_b, 100 * t.diff, nan, nan, nan, t.diff,
-                 t.test, t.p, t.min_p, t.n_a, t.n_b, "" if math.isfinite(t.p) else t.reason,
+    lo, hi = stats.proportion_difference_ci(t.failed_a, t.n_a, t.failed_b, t.n_b)
+    res = Result("failed fraction (%)", 100 * t.frac_a, 100 * t.frac_b, 100 * t.diff, 100 * lo, 100 * hi, math.nan,
+                 t.diff, t.test, t.p, t.min_p, t.n_a, t.n_b, "" if math.isfinite(t.p) else t.reason,
                  np.array([t.frac_a]), np.array([t.frac_b]),
                  [f"failed to train: {t.failed_a}/{t.n_a} vs {t.failed_b}/{t.n_b}"])
+    if len(strata) > 1 and math.isfinite(lo):
+        res.notes.append(CI_POOLED)
     if t.min_p >= stats.ALPHA:
         res.notes.append(t.reason)
     return res

@@ -10,6 +10,8 @@ wording of numbers in markdown.py; claims.py wires them into the claims table.
   intention_to_treat(acc, diverged, num_classes) -> ITT      diverged runs enter at chance accuracy
   mean_difference(a, b) -> MeanDiff     Welch difference with CI and p, Hedges' g (hedges_g, pooled_sd)
   tost(a, b, margin) -> Equivalence     Welch TOST: a note next to a verdict, never a verdict
+  wilson(x, n), proportion_difference_ci(x_a, n_a, x_b, n_b)   Wilson interval of a proportion and
+                                        Newcombe's interval of a difference of two (continuity-corrected)
   spread_test(a, b) -> Spread           Brown-Forsythe (Levene, median-centred) test of two spreads
   spearman(x, y) -> Correlation         rank correlation with its p value
   holm(pvalues), family_size(pvalues)   Holm's step-down adjustment; m = number of finite p values
@@ -266,6 +268,38 @@ class Spread:
     @property
     def diff(self) -> float:
         return self.sd_a - self.sd_b
+
+
+def wilson(x: int, n: int, conf: float = CONF) -> tuple[float, float]:
+    """Wilson score interval of the proportion x / n with continuity correction (Newcombe 1998,
+    Stat. Med. 17:857, method 4); (NaN, NaN) when n = 0. It stays inside [0, 1], is not degenerate at
+    0 / n or n / n, where the Wald interval collapses to a point, and errs on the conservative side,
+    as the exact tests on failed runs do."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = float(st.norm.ppf(0.5 + conf / 2))
+    p, z2 = x / n, z * z
+    lo = 0.0 if x == 0 else (2 * n * p + z2 - 1 - z * math.sqrt(z2 - 2 - 1 / n + 4 * p * (n * (1 - p) + 1))) \
+        / (2 * (n + z2))
+    hi = 1.0 if x == n else (2 * n * p + z2 + 1 + z * math.sqrt(z2 + 2 - 1 / n + 4 * p * (n * (1 - p) - 1))) \
+        / (2 * (n + z2))
+    return max(0.0, lo), min(1.0, hi)
+
+
+def proportion_difference_ci(x_a: int, n_a: int, x_b: int, n_b: int, conf: float = CONF) -> tuple[float, float]:
+    """Confidence interval of x_a / n_a − x_b / n_b for two independent binomial samples: Newcombe's
+    hybrid score interval with continuity correction (Newcombe 1998, Stat. Med. 17:873, method 11),
+    built from the two arms' `wilson` intervals. It keeps its coverage with few runs and with none or
+    all of an arm's runs failing, and agrees with Fisher's exact test more closely than the uncorrected
+    interval (4/8 vs 0/7 failed: Fisher p = 0.077, interval −4.7 to +82.6 pp). The two still differ at
+    the margin: on 24 of the 1,764 tables with 2 to 8 runs per arm, all with p between 0.04 and 0.10
+    (3/3 vs 0/3: p = 0.1, interval +2.4 to +100 pp); the verdict reads the test."""
+    if n_a <= 0 or n_b <= 0:
+        return math.nan, math.nan
+    pa, pb = x_a / n_a, x_b / n_b
+    (la, ua), (lb, ub) = wilson(x_a, n_a, conf), wilson(x_b, n_b, conf)
+    d = pa - pb
+    return d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
 
 
 def spread_test(a, b) -> Spread:
