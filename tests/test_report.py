@@ -276,6 +276,15 @@ def test_censored_epochs_to_target(tmp_path):
     assert "reached the target: 0/4 vs 4/4" in one["note"] and math.isnan(one["value_a"])
     assert math.isnan(r["3"]["p_value"])                       # both gaps without spread: no p, not in m
     assert one["p_holm"] == pytest.approx(2 / 70) and one["verdict"] == "supported"
+    assert "no shift CI: 4 run(s) without a time to the target" in one["note"]
+    # every run reaches the target (dropout one epoch later): the rows carry the Hodges-Lehmann shift and its CI
+    late = tmp_path / "late"
+    for seed in range(4):
+        make_run(late / f"reg=none,seed={seed}", "none", seed, test_acc=(0.97, 0.975, 0.98))
+        make_run(late / f"reg=dropout,seed={seed}", "dropout", seed, test_acc=(0.90, 0.97, 0.98))
+    one = rows(check(collect([late], progress=False)))["1"]
+    assert one["diff"] == 1.0 and "Hodges-Lehmann shift a − b +1.00 epochs, 95% CI +1.00 to +1.00 epochs (Moses)" \
+        in one["note"]
     # the same with 3 seeds per arm cannot reach alpha at all, and says how many seeds could
     small = tmp_path / "small"
     for seed in range(3):
@@ -284,6 +293,7 @@ def test_censored_epochs_to_target(tmp_path):
     one = rows(check(collect([small], progress=False)))["1"]
     assert one["p_value"] == pytest.approx(0.1) and one["verdict"] == "inconclusive"
     assert "cannot reach p < 0.05" in one["reason"] and "at least 4 seeds per arm" in one["reason"]
+    assert "no shift CI: 3 run(s) without a time to the target" in one["note"]
 
 
 def lr_study(root, lrs, kinds=("none", "batchnorm"), seeds=(0, 1, 2)):

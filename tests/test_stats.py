@@ -321,6 +321,21 @@ def test_rank_test_matches_scipy_permutation_with_ties():
     assert r.p == pytest.approx(np.mean([abs(s - e) >= abs(ra.sum() - e) - 1e-9 for s in sums]))
 
 
+def test_shift_ci_inverts_the_exact_mann_whitney_test():
+    """A shift just inside the interval is not rejected by scipy's exact two-sided Mann-Whitney test at
+    0.05, one just outside is; too few runs give an unbounded interval."""
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        a, b = rng.normal(1.0, 1.0, rng.integers(4, 9)), rng.normal(0.0, 1.0, rng.integers(4, 9))
+        hl, lo, hi = exact.shift_ci(a, b)
+        assert lo <= hl <= hi and hl == np.median(np.subtract.outer(a, b))
+        for delta, inside in ((lo + 1e-7, True), (hi - 1e-7, True), (lo - 1e-7, False), (hi + 1e-7, False)):
+            assert (st.mannwhitneyu(a - delta, b, method="exact").pvalue >= 0.05) == inside
+    assert exact.shift_ci([1, 2, 3, 4], [5, 6, 7, 8]) == (-4.0, -7.0, -1.0)   # 4 vs 4: the extreme differences
+    assert exact.shift_ci([1, 2, 3], [4, 5, 6]) == (-3.0, -math.inf, math.inf)  # 3 vs 3: 1/20 > 0.025 each way
+    assert all(math.isnan(v) for v in exact.shift_ci([1, 2, math.inf], [4, 5, 6]))  # a run without a time
+
+
 def test_rank_test_hodges_lehmann_and_monte_carlo():
     r = exact.rank_test([1, 2, 3], [2, 3, 4])
     assert r.hodges_lehmann == -1.0                              # median of the 9 differences a_i - b_j

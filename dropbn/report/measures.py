@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import exact, stats
+from .markdown import signed
 
 CHANCE_MARGIN = 0.02   # final test accuracy below 1 / classes + this counts as "ended at chance"
 FAILED_RULE = f"diverged, or final test accuracy below chance + {CHANCE_MARGIN * 100:g} pp"  # failed_to_train
@@ -125,6 +126,24 @@ def spread(a, b) -> Result:
                   0.0, s.n_a, s.n_b, s.reason, stats.clean(a), stats.clean(b))
 
 
+def _shift_note(a, b, ratio: bool, untimed: int, n_a: int, n_b: int, unit: str = "") -> str:
+    """The Hodges-Lehmann shift of a against b with its 95% CI (exact.shift_ci; on log times for a
+    ratio), or why there is none."""
+    if untimed:
+        return f"no shift CI: {untimed} run(s) without a time to the target"
+    hl, lo, hi = exact.shift_ci(a, b)
+    if not math.isfinite(hl):
+        return ""
+    if ratio:
+        hl, lo, hi = (math.exp(v) for v in (hl, lo, hi))
+        est = f"Hodges-Lehmann ratio a / b ×{hl:.3f}"
+        ci = f"×{lo:.3f} to ×{hi:.3f}" if math.isfinite(lo) and math.isfinite(hi) and lo > 0 else ""
+    else:
+        est = f"Hodges-Lehmann shift a − b {signed(hl, 2)}{unit}"
+        ci = f"{signed(lo, 2)} to {signed(hi, 2)}{unit}" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return f"{est}, 95% CI {ci} (Moses)" if ci else f"{est}; 95% CI unbounded with {n_a} vs {n_b} runs"
+
+
 def censored(ga: pd.DataFrame, gb: pd.DataFrame, column: str, ratio: bool) -> Result:
     """Rank test on times to the target; a diverged run that reached the target before diverging keeps its time."""
     def split(g):
@@ -141,6 +160,8 @@ def censored(ga: pd.DataFrame, gb: pd.DataFrame, column: str, ratio: bool) -> Re
     if not (math.isfinite(r.median_a) and math.isfinite(r.median_b)):
         notes.append("a median run did not reach the target (median shown as n/a)")
     a, b = ((_positive_log(va), _positive_log(vb)) if ratio else (stats.clean(va), stats.clean(vb)))
+    notes.append(_shift_note(a, b, ratio, da + db + (len(va) - len(a)) + (len(vb) - len(b)), r.n_a, r.n_b,
+                             " epochs" if column.startswith("epochs") else ""))
     return Result("median", med_a, med_b, diff, math.nan, math.nan, math.nan, r.diff, f"rank test ({r.method})",
                   r.p, r.min_p, r.n_a, r.n_b, r.reason if not math.isfinite(r.p) else "", a, b, notes)
 
