@@ -202,6 +202,13 @@ def test_claims_on_constructed_sweep(sweep):
     # zero spread in both arms (2 s vs 1 s per epoch, every seed): no p, so no verdict, and not in m
     assert r["6"]["verdict"] == "inconclusive" and math.isnan(r["6"]["p_value"])
     assert "no spread in either arm" in r["6"]["reason"]
+    # stability: shown as the ratio of standard deviations, with its F interval, and the verdict says what it allows
+    five = r["5"]
+    assert five["unit"] == "spread" and five["diff"] == pytest.approx(five["value_a"] / five["value_b"])
+    lo, hi = stats.sd_ratio_ci(five["value_a"], five["n_a"], five["value_b"], five["n_b"])
+    assert (five["diff_ci_low"], five["diff_ci_high"]) == pytest.approx((lo, hi)) and lo < five["diff"] < hi
+    assert five["verdict"] == "inconclusive"  # 3 vs 3 runs of equal spread: the interval is wide
+    assert f"sd a / sd b between ×{lo:.2f} and ×{hi:.2f} (95% CI)" in C.verdict_text(five)
     # 3 vs 3 epochs to target: the rank test cannot reach 0.05 (was 'not supported' under the old rule)
     assert r["1"]["p_value"] == pytest.approx(0.1) and "cannot reach p < 0.05" in r["1"]["reason"]
     assert r["1"]["test"].startswith("rank test")

@@ -375,6 +375,28 @@ def test_spread_test():
     assert 0 < stats.spread_test([1, 2, 3], [1, 3, 5]).p <= 1
 
 
+def test_sd_ratio_ci_inverts_the_f_test_and_covers():
+    # the interval excludes 1 exactly when the two-sided F test of equal variances rejects at 5%
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.normal(0, 1, 6), rng.normal(0, rng.uniform(0.3, 3), 9)
+        sa, sb = np.std(a, ddof=1), np.std(b, ddof=1)
+        lo, hi = stats.sd_ratio_ci(sa, 6, sb, 9)
+        assert lo < sa / sb < hi
+        cdf = st.f.cdf((sa / sb) ** 2, 5, 8)
+        assert (not lo <= 1 <= hi) == (2 * min(cdf, 1 - cdf) < 0.05)
+    # coverage of the true ratio 2 for normal samples of 5 vs 7
+    hits = 0
+    for _ in range(2000):
+        a, b = rng.normal(0, 2, 5), rng.normal(0, 1, 7)
+        lo, hi = stats.sd_ratio_ci(np.std(a, ddof=1), 5, np.std(b, ddof=1), 7)
+        hits += lo <= 2 <= hi
+    assert 0.93 < hits / 2000 < 0.97
+    assert all(math.isnan(v) for v in stats.sd_ratio_ci(0.0, 5, 1.0, 5) + stats.sd_ratio_ci(1.0, 1, 1.0, 5))
+    s = stats.spread_test([1.0, 2.0, 4.0, 3.5], [1.0, 1.1, 1.2, 1.05])
+    assert s.ratio_low < s.ratio < s.ratio_high and s.ratio == pytest.approx(s.sd_a / s.sd_b)
+
+
 def test_spearman():
     c = stats.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 11])
     assert c.rho == pytest.approx(1.0) and c.n == 5 and c.p < 0.05

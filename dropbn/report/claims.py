@@ -358,6 +358,8 @@ def verdict_text(row) -> str:
     if row["verdict"] == stats.INCONCLUSIVE and math.isfinite(lo) and math.isfinite(hi):
         if row["unit"] == "ratio":
             out += f": a / b {ci_text((lo - 1) * 100, (hi - 1) * 100, '%', 0)} (95% CI)"
+        elif row["unit"] == "spread":
+            out += f": sd a / sd b between ×{lo:.2f} and ×{hi:.2f} (95% CI)"
         else:
             unit = "pp" if row["unit"] in ("pp", "failed") else row["unit"]  # failed: runs failing, in pp
             out += f": a − b {ci_text(lo, hi, unit, 2)} (95% CI)"

@@ -193,12 +193,12 @@ def bar_figure(gs: pd.DataFrame, metric: str, scale: float, cmap, title: str, yl
 def sweep_figure(panels, df: pd.DataFrame, x: str, order, cmap, title: str, xlabel: str,
                  logx: bool, note: str = BAND, chance: float | None = None) -> bytes:
     """panels: [(y column, scale, ylabel)] -> one subplot each, one line per series; `chance`: a dotted
-    line at chance accuracy (in the panels' scale)."""
+    line at chance accuracy in percent (the panels plot accuracy in percent)."""
     fig, axes = grid(1, len(panels), width=6.2 if len(panels) > 1 else 7.0)
     for ax, (y, scale, ylabel) in zip(axes[0], panels):
         line_band(ax, df, x, y, "series", order, cmap, scale=scale, markers=True)
         if chance is not None:
-            ax.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:g})")
+            ax.axhline(chance, color="gray", linestyle=":", label=f"chance ({chance:g}%)")
         if logx:
             ax.set_xscale("log")
         finish(ax, f"{ylabel} vs. {xlabel}", xlabel, ylabel)

@@ -54,7 +54,7 @@ class Result:
     statistic: str                 # what value_a / value_b are
     value_a: float
     value_b: float
-    diff: float                    # shown: a - b (ratio a / b for unit 'ratio')
+    diff: float                    # shown: a - b (ratio a / b for units 'ratio' and 'spread')
     ci_low: float
     ci_high: float
     hedges_g: float
@@ -120,10 +120,10 @@ def welch(a, b, unit: str, log: bool) -> Result:
 
 
 def spread(a, b) -> Result:
+    """Brown-Forsythe p; shown as the ratio sd_a / sd_b with its normal-theory 95% CI."""
     s = stats.spread_test(a, b)
-    nan = math.nan
-    return Result("std", s.sd_a, s.sd_b, s.diff, nan, nan, nan, s.diff, "Brown-Forsythe (Levene, median)", s.p,
-                  0.0, s.n_a, s.n_b, s.reason, stats.clean(a), stats.clean(b))
+    return Result("std", s.sd_a, s.sd_b, s.ratio, s.ratio_low, s.ratio_high, math.nan, s.diff,
+                  "Brown-Forsythe (Levene, median)", s.p, 0.0, s.n_a, s.n_b, s.reason, stats.clean(a), stats.clean(b))
 
 
 def _shift_note(a, b, ratio: bool, untimed: int, n_a: int, n_b: int, unit: str = "") -> str:

@@ -207,7 +207,9 @@ def claims_rule(m: int, unreachable: int = 0) -> str:
         f"permutation test on ranks valid for censored data ({exact.RANK_TEST}; all runs had the same budget); "
         "where every run of both arms reached the target, the note adds the Hodges-Lehmann shift with the Moses "
         "95% CI that inverts the Mann-Whitney test. "
-        "Stability: the Brown-Forsythe test of equal spread. Trainability (rows T…): a run fails to train when it "
+        "Stability: the Brown-Forsythe test of equal spread, shown as the ratio of standard deviations a / b "
+        "with the 95% CI that assumes normal accuracies (the F distribution; the test does not assume it, so "
+        "near alpha the two can disagree). Trainability (rows T…): a run fails to train when it "
         f"diverged or ended below chance accuracy + {M.CHANCE_MARGIN * 100:g} pp; Fisher's exact test of the "
         "failed fractions, or, pooling several contexts as strata, the exact stratified test; the 95% CI of "
         "the difference in failed fractions is Newcombe's score interval with continuity correction (on the "
@@ -241,7 +243,8 @@ def claims(ctx: Context) -> Section:
         })
         s.add(md_table(show, index=False))
         s.add("Accuracies, gaps and failed fractions in percent / percentage points, epochs in epochs; "
-              "'ratio' rows show a / b (geometric means for seconds per epoch, medians for seconds to target). "
+              "'ratio' rows show a / b (geometric means for seconds per epoch, medians for seconds to target), "
+              "'std' rows the ratio of standard deviations a / b. "
               "n/a: the column does not apply to the row's test, or the test is undefined. "
               "Table: `tables/claims.csv`, `tables/claims.tex`.\n")
     else:
@@ -254,7 +257,7 @@ def claims(ctx: Context) -> Section:
 
 def _diff_cell(r) -> str:
     d, lo, hi = r["diff"], r["diff_ci_low"], r["diff_ci_high"]
-    if r["unit"] == "ratio":
+    if r["unit"] in ("ratio", "spread"):
         txt = f"×{d:.3f}" if math.isfinite(d) else "n/a"
         return txt + (f" [×{lo:.3f}, ×{hi:.3f}]" if math.isfinite(lo) else "")
     txt = num(d)

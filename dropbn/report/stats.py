@@ -12,7 +12,8 @@ wording of numbers in markdown.py; claims.py wires them into the claims table.
   tost(a, b, margin) -> Equivalence     Welch TOST: a note next to a verdict, never a verdict
   wilson(x, n), proportion_difference_ci(x_a, n_a, x_b, n_b)   Wilson interval of a proportion and
                                         Newcombe's interval of a difference of two (continuity-corrected)
-  spread_test(a, b) -> Spread           Brown-Forsythe (Levene, median-centred) test of two spreads
+  spread_test(a, b) -> Spread           Brown-Forsythe (Levene, median-centred) test of two spreads,
+                                        with the normal-theory (F) interval of the ratio of their sds
   spearman(x, y) -> Correlation         rank correlation with its p value
   holm(pvalues), family_size(pvalues)   Holm's step-down adjustment; m = number of finite p values
   verdict(diff, p_holm, expect, ...) -> Verdict    supported / not supported / inconclusive, with why
@@ -256,7 +257,7 @@ def tost(a, b, margin: float, alpha: float = ALPHA) -> Equivalence:
 
 @dataclass(frozen=True)
 class Spread:
-    """Brown-Forsythe test of equal spread (diff = sd_a - sd_b)."""
+    """Brown-Forsythe test of equal spread (diff = sd_a - sd_b), and the 95% CI of sd_a / sd_b."""
 
     n_a: int
     n_b: int
@@ -264,10 +265,16 @@ class Spread:
     sd_b: float
     p: float              # two-sided; NaN when undefined (see reason)
     reason: str = ""
+    ratio_low: float = math.nan   # 95% CI of sd_a / sd_b (sd_ratio_ci); NaN when undefined
+    ratio_high: float = math.nan
 
     @property
     def diff(self) -> float:
         return self.sd_a - self.sd_b
+
+    @property
+    def ratio(self) -> float:
+        return self.sd_a / self.sd_b if self.sd_b > 0 else math.nan
 
 
 def wilson(x: int, n: int, conf: float = CONF) -> tuple[float, float]:
@@ -302,26 +309,41 @@ def proportion_difference_ci(x_a: int, n_a: int, x_b: int, n_b: int, conf: float
     return d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2), d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
 
 
+def sd_ratio_ci(sd_a: float, n_a: int, sd_b: float, n_b: int, conf: float = CONF) -> tuple[float, float]:
+    """Confidence interval of the ratio of two standard deviations under normality: (s_a / s_b)^2
+    divided by the true ratio squared is F(n_a - 1, n_b - 1) (the model of power.spread_power). NaNs
+    when an arm has fewer than 2 runs or either sd is not positive."""
+    if n_a < 2 or n_b < 2 or not (sd_a > 0 and sd_b > 0):
+        return math.nan, math.nan
+    f2 = (sd_a / sd_b) ** 2
+    tail = (1 - conf) / 2
+    return (math.sqrt(f2 / st.f.ppf(1 - tail, n_a - 1, n_b - 1)), math.sqrt(f2 / st.f.ppf(tail, n_a - 1, n_b - 1)))
+
+
 def spread_test(a, b) -> Spread:
     """Levene's test with median centring (Brown-Forsythe; scipy.stats.levene, center='median') of
     the spreads of a and b. No p (NaN, with the reason) when an arm has fewer than 3 runs, or the
     absolute deviations from the median are constant within both arms (then the test's F statistic
-    divides by zero: e.g. two runs per arm, or no spread at all)."""
+    divides by zero: e.g. two runs per arm, or no spread at all). The interval of sd_a / sd_b
+    (sd_ratio_ci) assumes normal values, the test does not: near alpha the two can disagree."""
     ca, cb = clean(a), clean(b)
     sa, sb = _sd(ca), _sd(cb)
+    ci = sd_ratio_ci(sa, len(ca), sb, len(cb))
     if len(ca) < 3 or len(cb) < 3:
         return Spread(len(ca), len(cb), sa, sb, math.nan,
                       f"fewer than 3 runs in an arm (n = {len(ca)} vs {len(cb)}): with 2 the deviations from "
-                      "the median are equal within an arm and the spread test is degenerate")
+                      "the median are equal within an arm and the spread test is degenerate", *ci)
     if all(np.ptp(np.abs(c - np.median(c))) == 0 for c in (ca, cb)):
         return Spread(len(ca), len(cb), sa, sb, math.nan,
-                      "the deviations from the median do not vary within either arm: the spread test is degenerate")
+                      "the deviations from the median do not vary within either arm: the spread test is degenerate",
+                      *ci)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(st.levene(ca, cb, center="median").pvalue)
     if not math.isfinite(p):
-        return Spread(len(ca), len(cb), sa, sb, math.nan, "no spread in either arm: the spread test is undefined")
-    return Spread(len(ca), len(cb), sa, sb, p)
+        return Spread(len(ca), len(cb), sa, sb, math.nan, "no spread in either arm: the spread test is undefined",
+                      *ci)
+    return Spread(len(ca), len(cb), sa, sb, p, "", *ci)
 
 
 @dataclass(frozen=True)
