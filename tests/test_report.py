@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dropbn.datasets import DATASETS
 from dropbn.errors import DropbnError
 from dropbn.report import claims as C
 from dropbn.report import cli as report_cli
@@ -64,7 +65,7 @@ def make_run(folder, reg="none", seed=0, *, test_acc=(0.90, 0.95, 0.97), train_a
     target = cfg["train"]["target_acc"]
     hit = next((r for r in rows if r["test_acc"] >= target), None)
     last = rows[-1] if rows else {}
-    s = {"status": status, "seed": seed, "data": "MNIST",
+    s = {"status": status, "seed": seed, "data": DATASETS[cfg["data"]["name"]].label,
          "data_sizes": {"train": cfg["data"]["train_size"] or 60000, "val": 0, "test": 10000},
          "params": params, "epochs": cfg["train"]["epochs"], "epochs_completed": len(rows),
          "final_test_acc": last.get("test_acc"), "final_test_loss": last.get("test_loss"),
@@ -681,6 +682,11 @@ def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
     small = compare_sweep(tmp_path / "subset", kinds={"dropout": ACC["dropout"]}, train_size=1000)
     assert not len(A.anchor_table(collect([small], progress=False).runs,  # 1,000 images: no match
                                   tables.group_stats(collect([small], progress=False))))
+    fashion = compare_sweep(tmp_path / "fashion", kinds={"none": ACC["none"], "dropout": ACC["dropout"]},
+                            data="fashion_mnist")
+    tab = A.anchor_table(collect([fashion], progress=False).runs, tables.group_stats(collect([fashion], progress=False)))
+    assert list(tab["published"]) == ["90.05%"] and list(tab["configuration here"]) == ["none"]
+    assert "Fashion-MNIST" in tab["setting here"].iloc[0] and "Srivastava" not in " ".join(tab["source"])
     held_out = compare_sweep(tmp_path / "held_out", kinds={"dropout": ACC["dropout"]}, train_size=55000)
     for f in held_out.glob("*/summary.json"):  # all but a 5,000-image validation split
         s = json.loads(f.read_text())
