@@ -1,6 +1,6 @@
 """Hydra callbacks for dropbn runs.
 
-`SaveReturn` records what each job returned (train.objective, see dropbn/objective.py),
+`SaveReturn` records what each job returned (train.objective, see dropbn/record/objective.py),
 one JSON line per job with its run folder, for sweeps whose values a user wants
 outside an optimizing sweeper:
 

@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 
-from .errors import DropbnError, Interrupted, fail
-from .signals import GracefulStop, in_worker_process
+from .base.errors import DropbnError, Interrupted, fail
+from .base.signals import GracefulStop, in_worker_process
 
 USAGE = """usage: dropbn <command> [args]
 
@@ -43,15 +43,15 @@ def _train_app():
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from .config import CONFIG_DIR
+    from .config.validation import CONFIG_DIR
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
     def train(cfg):
-        from .config import validate
-        from .device import check_available
-        from .job import JobRecord
-        from .objective import objective
-        from .train import run
+        from .config.validation import validate
+        from .train.device import check_available
+        from .record.job_record import JobRecord
+        from .record.objective import objective
+        from .train.loop import run
 
         hc = HydraConfig.get()
         record = JobRecord(HydraConfig.instance().cfg, cfg)  # .hydra/ and train.log, once run() trains
@@ -66,7 +66,7 @@ def _train_app():
                 summary = run(cfg, hc.runtime.output_dir, launcher=launcher, start=record.start)
             if summary is None:  # another process holds the run's claim and trains it
                 return None
-            return objective(summary, cfg.train.objective)  # the job's return value (dropbn/objective.py)
+            return objective(summary, cfg.train.objective)  # the job's return value (dropbn/record/objective.py)
         except DropbnError as e:
             end = isinstance(e, Interrupted) and in_worker_process(launcher)  # a stopped joblib worker ends
             if end:
@@ -85,26 +85,26 @@ def main(argv=None) -> None:
         sys.exit(0 if argv else 2)
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
-        from .precheck import precheck
+        from .config.precheck import precheck
 
         precheck(rest)  # every job's config, before any work: one line + exit 2 if bad
         if "-m" in rest or "--multirun" in rest:
-            from .signals import forward_sigterm
+            from .base.signals import forward_sigterm
 
             forward_sigterm()  # parallel workers stop with this process, not orphaned
         sys.argv = ["dropbn train", *rest]
         _train_app()()
     elif cmd in ("report", "diagnose", "export", "study", "status"):
         if cmd == "report":
-            from .report.cli import main as sub_main
+            from .commands.report_cmd import main as sub_main
         elif cmd == "status":
-            from .status import main as sub_main
+            from .commands.status_cmd import main as sub_main
         elif cmd == "export":
-            from .tracking import main as sub_main
+            from .train.tensorboard import main as sub_main
         elif cmd == "study":
-            from .study import main as sub_main
+            from .commands.study_cmd import main as sub_main
         else:
-            from .diagnose import main as sub_main
+            from .train.diagnostics import main as sub_main
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2

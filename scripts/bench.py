@@ -11,8 +11,8 @@ order [norm, act, dropout]):
   cifar_cnn  CIFAR-10 (the JPEG q75 mirror $DROPBN_DATA_DIR/cifar10-jpeg.tar.gz when present,
              else torchvision's CIFAR-10), CNN of configs/model/cnn.yaml ([32, 64] conv stages, fc 256)
 
-A = dropbn's loop: resident uint8 tensors, `dropbn.data.Batches` (seeded permutation, batched
-normalisation), `dropbn.models.build_model`, and `dropbn.optimize.train_epoch` -- the very function
+A = dropbn's loop: resident uint8 tensors, `dropbn.train.data.Batches` (seeded permutation, batched
+normalisation), `dropbn.train.models.build_model`, and `dropbn.train.optimize.train_epoch` -- the very function
 `dropbn train` runs each epoch: `train_step` plus the per-step bookkeeping (loss sum, divergence
 check, stop-signal check).
 
@@ -88,14 +88,14 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbn import models  # noqa: E402
-from dropbn.config import CONFIG_DIR, validate  # noqa: E402
-from dropbn.data import Batches, load_data, resolve_root  # noqa: E402
-from dropbn.device import (place, resolve_device, set_threads, sync, tune_backends,  # noqa: E402
+from dropbn.train import models  # noqa: E402
+from dropbn.config.validation import CONFIG_DIR, validate  # noqa: E402
+from dropbn.train.data import Batches, load_data, resolve_root  # noqa: E402
+from dropbn.train.device import (place, resolve_device, set_threads, sync, tune_backends,  # noqa: E402
                            uses_channels_last)
-from dropbn.measure import evaluate  # noqa: E402
-from dropbn.runs import atomic_write_json  # noqa: E402
-from dropbn.optimize import LossWatch, build_optimizer, train_epoch  # noqa: E402
+from dropbn.train.evaluation import evaluate  # noqa: E402
+from dropbn.record.layout import atomic_write_json  # noqa: E402
+from dropbn.train.optimize import LossWatch, build_optimizer, train_epoch  # noqa: E402
 
 BATCH = 128
 EVAL_BATCH = 1000
@@ -193,7 +193,7 @@ def forever(iterable):
 
 # ---------------------------------------------------------------- the two loops
 def dropbn_epoch(model, opt, stream, steps, amp):
-    """Seconds of dropbn's training epoch (`dropbn.optimize.train_epoch`) over the next `steps` batches."""
+    """Seconds of dropbn's training epoch (`dropbn.train.optimize.train_epoch`) over the next `steps` batches."""
     ep = train_epoch(model, opt, itertools.islice(stream, steps), amp=amp)
     if ep.bad_step >= 0:
         raise RuntimeError("benchmark run diverged")

@@ -6,7 +6,7 @@
     python scripts/bench_eval_batch.py --device cuda
 
 Times dropbn's `evaluate` (eval mode, inference_mode) over resident uint8 images through
-`dropbn.data.Batches`, the path `dropbn train` evaluates with each epoch, for the MLP of
+`dropbn.train.data.Batches`, the path `dropbn train` evaluates with each epoch, for the MLP of
 configs/model/mlp.yaml on MNIST-shaped input and the CNN of configs/model/cnn.yaml on CIFAR-shaped
 input (reg=both: batch norm + dropout), in the layout training uses (channels_last for the CNN
 except on MPS). Pixel values are random: speed does not depend on them. The batch sizes are timed
@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import compose  # noqa: E402  (scripts/bench.py: the composed, validated config)
-from dropbn import models  # noqa: E402
-from dropbn.data import Batches, Split  # noqa: E402
-from dropbn.device import place, resolve_device, set_threads, sync, uses_channels_last  # noqa: E402
-from dropbn.measure import evaluate  # noqa: E402
-from dropbn.schema import TrainConfig  # noqa: E402
+from dropbn.train import models  # noqa: E402
+from dropbn.train.data import Batches, Split  # noqa: E402
+from dropbn.train.device import place, resolve_device, set_threads, sync, uses_channels_last  # noqa: E402
+from dropbn.train.evaluation import evaluate  # noqa: E402
+from dropbn.config.schema import TrainConfig  # noqa: E402
 
 CASES = {"mlp": ("mnist", (1, 28, 28)), "cnn": ("cifar10", (3, 32, 32))}  # model: (data config, image shape)
 

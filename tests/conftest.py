@@ -64,7 +64,7 @@ def compose(*overrides: str):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
-    from dropbn.config import CONFIG_DIR
+    from dropbn.config.validation import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hcompose(config_name="train", overrides=list(overrides))

@@ -1,4 +1,4 @@
-"""Run claims (dropbn/claims.py): one process at a time trains a run folder.
+"""Run claims (dropbn/record/lease.py): one process at a time trains a run folder.
 
 The claim files themselves (acquire, heartbeat, release, skip at a live claim,
 takeover of a dead one: a pid gone on this machine, a stale heartbeat from another
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from dropbn import claims
-from dropbn.claims import HOST, MACHINE, Busy, acquire, current
+from dropbn.record import lease as claims
+from dropbn.record.lease import HOST, MACHINE, Busy, acquire, current
 
 from .conftest import DROPBN, compose, needs_mnist, run_cli
 
@@ -174,7 +174,7 @@ TINY_RUN = ("data.train_size=500", "train.eval_train_size=500", "model.hidden=[3
 
 @needs_mnist
 def test_run_skips_a_folder_claimed_by_a_live_process(tmp_path, live_process, caplog):
-    from dropbn.train import run
+    from dropbn.train.loop import run
 
     write_claim(tmp_path, 1, pid=live_process.pid)
     with caplog.at_level(logging.INFO, logger="dropbn"):
@@ -187,11 +187,11 @@ def test_run_skips_a_folder_claimed_by_a_live_process(tmp_path, live_process, ca
 @needs_mnist
 @pytest.mark.parametrize("end", ["completed", "interrupted", "failed"])
 def test_run_releases_its_claim_on_every_exit_path(tmp_path, monkeypatch, end):
-    from dropbn import train as T
-    from dropbn.errors import Interrupted
+    from dropbn.train import loop as T
+    from dropbn.base.errors import Interrupted
 
     if end == "interrupted":
-        monkeypatch.setattr("dropbn.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
+        monkeypatch.setattr("dropbn.train.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
     elif end == "failed":
         monkeypatch.setattr(T, "train_epoch", lambda *a, **k: 1 / 0)
     if end == "completed":
@@ -208,7 +208,7 @@ def test_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path
     """The completion check runs again once the claim is held."""
     import shutil
 
-    from dropbn import train as T
+    from dropbn.train import loop as T
 
     other = tmp_path / "other"  # the same run, finished by "another process" in its own folder
     T.run(compose(*TINY_RUN), other)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dropbn.config import CONFIG_DIR, validate
+from dropbn.config.validation import CONFIG_DIR, validate
 from tests.conftest import compose
 
 GROUPS = {g: sorted(p.stem for p in (CONFIG_DIR / g).glob("*.yaml"))

@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dropbn import data as D
-from dropbn.errors import DataError
+from dropbn.train import data as D
+from dropbn.base.errors import DataError
 
 
 def write_idx(path, arr: np.ndarray, gz=False):
@@ -123,7 +123,7 @@ def _archive(tree, target):
 
 
 def test_cifar10_jpeg_is_the_archive_under_the_data_root_with_its_own_label(tmp_path):
-    from dropbn.datasets import CIFAR10_CLASSES
+    from dropbn.base.datasets import CIFAR10_CLASSES
 
     make_imagefolder(tmp_path / "tree", classes=CIFAR10_CLASSES, n=1)
     _archive(tmp_path / "tree", tmp_path / "root" / "cifar10-jpeg.tar.gz")

@@ -1,4 +1,4 @@
-"""dropbn.bn (BN folding, variance shift, recalibration) and dropbn.diagnose (run_diagnostics,
+"""dropbn.train.bn (BN folding, variance shift, recalibration) and dropbn.train.diagnostics (run_diagnostics,
 `dropbn diagnose`)."""
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dropbn import models
-from dropbn.data import Data, Split
-from dropbn.bn import BNInputStats, count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
-from dropbn.diagnose import TRAIN_SHIFT_IMAGES, main, run_diagnostics, train_shift_split
-from dropbn.errors import DropbnError
-from dropbn.train import run
+from dropbn.train import models
+from dropbn.train.data import Data, Split
+from dropbn.train.bn import BNInputStats, count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
+from dropbn.train.diagnostics import TRAIN_SHIFT_IMAGES, main, run_diagnostics, train_shift_split
+from dropbn.base.errors import DropbnError
+from dropbn.train.loop import run
 
 from .conftest import DATA_DIR, TINY, compose, needs_mnist
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dropbn import data as D
-from dropbn import identity
-from dropbn import train as T
-from dropbn.checkpoint import load_checkpoint, save_checkpoint
-from dropbn.errors import DataError, DropbnError
-from dropbn.runs import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS, SUMMARY, IdentityError, RunDir,
+from dropbn.train import data as D
+from dropbn.record import identity
+from dropbn.train import loop as T
+from dropbn.train.checkpoint import load_checkpoint, save_checkpoint
+from dropbn.base.errors import DataError, DropbnError
+from dropbn.record.layout import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS, SUMMARY, IdentityError, RunDir,
                          atomic_write_text, finished_problem, remove_stale_tmp)
 
 from .conftest import DROPBN, compose, needs_mnist
@@ -386,7 +386,7 @@ def test_a_read_only_finished_run_is_skipped_without_writing(tmp_path):
 def test_report_flags_non_finite_metrics_and_skips_non_numbers(tmp_path):
     import pandas as pd
 
-    from dropbn.report import cli as report_cli
+    from dropbn.commands import report_cmd as report_cli
     from dropbn.report.collect import collect
 
     from .test_report import make_run

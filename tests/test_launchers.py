@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from dropbn.parallel import available_cpus, parallel_runs, run_threads
+from dropbn.base.parallel import available_cpus, parallel_runs, run_threads
 
 from .conftest import TINY, needs_joblib, needs_mnist, needs_submitit, run_cli
 
@@ -70,7 +70,7 @@ def test_slurm_preset_requests_a_gpu_only_for_cuda():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from dropbn.config import CONFIG_DIR
+    from dropbn.config.validation import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for device, gpus in (("cuda", 1), ("cuda:1", 1), ("cpu", None), ("auto", None)):
@@ -144,7 +144,7 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_a_rerun_finishes(tmp_
     import signal
     import time
 
-    from dropbn.signals import child_pids
+    from dropbn.base.signals import child_pids
 
     from .conftest import DROPBN
 

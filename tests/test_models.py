@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dropbn.measure import evaluate
-from dropbn.models import apply_max_norm, build_model, hidden_weights, layer_kinds
+from dropbn.train.evaluation import evaluate
+from dropbn.train.models import apply_max_norm, build_model, hidden_weights, layer_kinds
 from tests.conftest import compose
 
 MNIST = (1, 28, 28)
@@ -156,7 +156,7 @@ def test_batchnorm_uses_running_stats_in_eval():
 
 
 def test_evaluation_does_not_depend_on_the_eval_batch_size():
-    """Why train.eval_batch_size is not part of a run's identity (dropbn.runs.NON_RESULT_KEYS)."""
+    """Why train.eval_batch_size is not part of a run's identity (dropbn.record.layout.NON_RESULT_KEYS)."""
     torch.manual_seed(0)
     m = cnn("reg=both")
     m.train()

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from dropbn.objective import OBJECTIVES, objective
-from dropbn.train import run
+from dropbn.record.objective import OBJECTIVES, objective
+from dropbn.train.loop import run
 
 from .conftest import TINY, compose, needs_mnist, run_cli
 

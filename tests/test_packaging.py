@@ -78,7 +78,7 @@ def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import dropbn.config as c; print(c.__file__); print(c.CONFIG_DIR)"],
+                            "import dropbn.config.validation as c; print(c.__file__); print(c.CONFIG_DIR)"],
                            cwd=elsewhere, capture_output=True, text=True, env=env, check=True).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # the wheel's code and configs
     assert (Path(where[1]) / "train.yaml").is_file()

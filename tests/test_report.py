@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from dropbn.datasets import DATASETS
-from dropbn.errors import DropbnError
+from dropbn.base.datasets import DATASETS
+from dropbn.base.errors import DropbnError
 from dropbn.report import claims as C
-from dropbn.report import cli as report_cli
+from dropbn.commands import report_cmd as report_cli
 from dropbn.report import anchors as A
-from dropbn.report import figures, render, sections, stats, tables
+from dropbn.report import figures, render, sections, tables
+from dropbn.stats import stats
 from dropbn.report.collect import collect, facet, read_runs_csv
 
 from .conftest import ROOT
@@ -641,7 +642,7 @@ def test_runs_csv_keeps_no_absolute_data_path():
 
 
 def test_baseline_help_names_every_report_kind():
-    from dropbn.report.cli import parser
+    from dropbn.commands.report_cmd import parser
     from dropbn.report.collect import KIND_ORDER
     text = " ".join(parser().format_help().split())
     assert all(k in text for k in KIND_ORDER) and "dropout_after_bn" in text

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dropbn.checkpoint import load_checkpoint
-from dropbn.runs import RunDir, same_config
-from dropbn.signals import GracefulStop, stopping
+from dropbn.train.checkpoint import load_checkpoint
+from dropbn.record.layout import RunDir, same_config
+from dropbn.base.signals import GracefulStop, stopping
 
 from .conftest import DROPBN, TINY, needs_mnist, run_cli
 
@@ -215,13 +215,13 @@ def test_graceful_stop_leaves_a_launchers_own_handler_alone():
 @needs_mnist
 def test_forced_rerun_drops_the_old_summary_first(tmp_path, monkeypatch):
     """A train.force=true re-run that gets interrupted must not leave 'completed' behind."""
-    from dropbn import train as T
+    from dropbn.train import loop as T
     from .conftest import compose
 
     cfg = compose(*TINY, "data.train_size=500", "train.eval_train_size=500", "train.epochs=1")
     assert T.run(cfg, tmp_path)["status"] == "completed"
-    monkeypatch.setattr("dropbn.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
-    from dropbn.errors import Interrupted
+    monkeypatch.setattr("dropbn.train.optimize.stopping", lambda: True)  # as if SIGTERM arrived at once
+    from dropbn.base.errors import Interrupted
     with pytest.raises(Interrupted):
         T.run(compose(*TINY, "data.train_size=500", "train.eval_train_size=500", "train.epochs=1",
                       "train.force=true"), tmp_path)

@@ -11,13 +11,13 @@ from hydra import compose as hcompose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from dropbn.config import CONFIG_DIR
+from dropbn.config.validation import CONFIG_DIR
 from dropbn.report.collect import collect
-from dropbn.runs import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, LOCAL_PATHS, NON_RESULT_KEYS, POOLED_IN_REPORT,
+from dropbn.record.layout import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, LOCAL_PATHS, NON_RESULT_KEYS, POOLED_IN_REPORT,
                          REPORT_IGNORED, differing_keys, recorded_config, same_config)
-from dropbn.summary import (COLUMNS, MODES, Diagnostics, Inference, Summary, VarianceShift, diagnostic_columns,
+from dropbn.record.summary import (COLUMNS, MODES, Diagnostics, Inference, Summary, VarianceShift, diagnostic_columns,
                             inf_column, vs_column)
-from dropbn.train import run
+from dropbn.train.loop import run
 
 from .conftest import TINY, compose, needs_mnist
 
@@ -159,7 +159,7 @@ def git_ignored(path: str) -> bool:
 @pytest.mark.skipif(REPO is None, reason="needs the repository's .gitignore (not an installed package)")
 @pytest.mark.parametrize("stage", ["", "tune/", "final/"])
 def test_gitignore_tracks_the_run_records_and_nothing_else(stage):
-    from dropbn.runs import CHECKPOINT, HYDRA_HYDRA, RECORD_FILES, TRAIN_LOG
+    from dropbn.record.layout import CHECKPOINT, HYDRA_HYDRA, RECORD_FILES, TRAIN_LOG
     run = f"results/some_study/{stage}optim.lr=0.1,seed=3"
     for name in RECORD_FILES:
         assert not git_ignored(f"{run}/{name}"), name
@@ -172,7 +172,7 @@ def test_gitignore_tracks_the_run_records_and_nothing_else(stage):
 
 
 def test_finished_records_lists_finished_runs_only(tmp_path):
-    from dropbn.runs import METRICS, RECORD_FILES, SUMMARY, finished_records
+    from dropbn.record.layout import METRICS, RECORD_FILES, SUMMARY, finished_records
     for name, status, epochs in (("done", "completed", 2), ("nan", "diverged", 1), ("failed", "failed", 1),
                                  ("torn", "completed", 3)):
         d = tmp_path / "tune" / name

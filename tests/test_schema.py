@@ -1,4 +1,4 @@
-"""The schema (dropbn/schema.py) and the YAML tree agree; presets list only what differs;
+"""The schema (dropbn/config/schema.py) and the YAML tree agree; presets list only what differs;
 every allowed name comes from the registry of the module that implements it, and works."""
 import dataclasses
 
@@ -7,10 +7,10 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from dropbn import data, models, optimize
-from dropbn.config import CONFIG_DIR, FREE_FORM_KEYS, validate
-from dropbn.datasets import DATASETS
-from dropbn.schema import GROUPS, RULES, OneOf
+from dropbn.train import data, models, optimize
+from dropbn.config.validation import CONFIG_DIR, FREE_FORM_KEYS, validate
+from dropbn.base.datasets import DATASETS
+from dropbn.config.schema import GROUPS, RULES, OneOf
 from tests.conftest import compose
 
 OPTIONS = {g: sorted(p.stem for p in (CONFIG_DIR / g).glob("*.yaml")) for g in GROUPS}
@@ -59,11 +59,11 @@ def test_experiment_presets_set_only_what_differs(exp):
 def test_choices_name_their_registries():
     choices = {k: r for k, r in RULES.items() if isinstance(r, OneOf)}
     assert {k: r.registry for k, r in choices.items()} == {
-        "data.name": "dropbn.data:SOURCES", "model.name": "dropbn.models:BUILDERS",
-        "reg.norm": "dropbn.models:NORMS", "reg.dropout_blocks": "dropbn.models:DROPOUT_BLOCKS",
-        "optim.name": "dropbn.optimize:OPTIMIZERS", "train.schedule": "dropbn.optimize:SCHEDULES",
-        "train.objective": "dropbn.objective:OBJECTIVES"}
-    assert RULES["reg.order"].registry == "dropbn.models:ORDER_TOKENS"
+        "data.name": "dropbn.train.data:SOURCES", "model.name": "dropbn.train.models:BUILDERS",
+        "reg.norm": "dropbn.train.models:NORMS", "reg.dropout_blocks": "dropbn.train.models:DROPOUT_BLOCKS",
+        "optim.name": "dropbn.train.optimize:OPTIMIZERS", "train.schedule": "dropbn.train.optimize:SCHEDULES",
+        "train.objective": "dropbn.record.objective:OBJECTIVES"}
+    assert RULES["reg.order"].registry == "dropbn.train.models:ORDER_TOKENS"
     assert choices["reg.norm"].names == list(models.NORMS)
 
 

@@ -70,7 +70,7 @@ def test_two_processes_loading_at_once_share_one_cache_entry(tmp_path):
 
 @needs_mnist
 def test_changed_source_file_gives_a_new_cache_key(tmp_path):
-    from dropbn.data import load_raw
+    from dropbn.train.data import load_raw
 
     root = mnist_copy(tmp_path / "root")
     cache = tmp_path / "cache"
@@ -95,7 +95,7 @@ def test_changed_source_file_gives_a_new_cache_key(tmp_path):
 
 @needs_mnist
 def test_read_only_data_root_is_never_written(tmp_path):
-    from dropbn.data import load_raw
+    from dropbn.train.data import load_raw
 
     root = mnist_copy(tmp_path / "root")
     for p in [*root.rglob("*"), root]:
@@ -113,7 +113,7 @@ def test_read_only_data_root_is_never_written(tmp_path):
 
 @needs_mnist
 def test_shared_data_folder_is_left_as_it_is(tmp_path):
-    from dropbn.data import load_raw
+    from dropbn.train.data import load_raw
 
     before = listing(DATA_DIR / "MNIST")
     load_raw(cache_cfg(DATA_DIR, tmp_path / "cache"))

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dropbn import models
-from dropbn.config import CONFIG_DIR
-from dropbn.data import Batches, Split
-from dropbn.optimize import build_optimizer, train_step
-from dropbn.train import run
+from dropbn.train import models
+from dropbn.config.validation import CONFIG_DIR
+from dropbn.train.data import Batches, Split
+from dropbn.train.optimize import build_optimizer, train_step
+from dropbn.train.loop import run
 
 from .conftest import needs_mnist
 

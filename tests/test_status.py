@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from dropbn import status
-from dropbn.claims import HOST, current
+from dropbn.commands import status_cmd as status
+from dropbn.record.lease import HOST, current
 from dropbn.report.collect import collect
 
 from .conftest import ROOT, run_cli
@@ -109,7 +109,7 @@ def test_status_of_a_sweep_composed_from_train_arguments(tmp_path, capsys):
 
 
 def test_status_is_fast_and_never_imports_torch(sweep):
-    code = ("import sys; from dropbn.status import main; rc = main([sys.argv[1]]); "
+    code = ("import sys; from dropbn.commands.status_cmd import main; rc = main([sys.argv[1]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True,

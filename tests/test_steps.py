@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dropbn.data import Batches, Split
-from dropbn.errors import DropbnError
-from dropbn.precheck import check_args
-from dropbn.optimize import Budget
-from dropbn.train import run
+from dropbn.train.data import Batches, Split
+from dropbn.base.errors import DropbnError
+from dropbn.config.precheck import check_args
+from dropbn.train.optimize import Budget
+from dropbn.train.loop import run
 
 from .conftest import compose, needs_mnist, run_cli
 from .test_resume import metrics, n_rows, start, wait_for

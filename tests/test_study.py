@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropbn.report import selection as S
-from dropbn.config import CONFIG_DIR
-from dropbn.runs import same_config
+from dropbn.study import selection as S
+from dropbn.config.validation import CONFIG_DIR
+from dropbn.record.layout import same_config
 from dropbn.cli import main as cli_main
 
 from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, needs_submitit, run_cli
@@ -272,7 +272,7 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
 def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
-    from dropbn.study import Study
+    from dropbn.study.stages import Study
 
     st = Study([f"+exp={exp}", f"out_root={tmp_path}"])
     try:
@@ -300,7 +300,7 @@ def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
 def test_placement_preset_varies_only_where_dropout_sits(tmp_path):
     """tuned_placement_mnist_mlp: 3 block orders x 3 dropout placements, the same lr space and the same
     dropout rate everywhere, so claims 8 and 9 compare configurations that differ in one setting."""
-    from dropbn.study import Study
+    from dropbn.study.stages import Study
 
     st = Study(["+exp=tuned_placement_mnist_mlp", f"out_root={tmp_path}"])
     try:
@@ -376,7 +376,7 @@ def test_rule_with_a_schedule_keeps_the_budget(tmp_path):
 @needs_mnist
 def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_path, capsys):
     optuna = pytest.importorskip("optuna")
-    from dropbn.study import Study
+    from dropbn.study.stages import Study
 
     args = ["study", *[a for a in ARGS[:-4] if a != "train.epochs=2"], "train.epochs=1", "study.variants.reg=[none]", "study.search.optim.lr=[0.01,0.3]",
             "study.tune_seeds=[0]", "study.final_seeds=[100]", "study.searcher=optuna", f"out_root={tmp_path}"]
@@ -419,8 +419,8 @@ def test_a_stage_waits_for_a_run_another_process_holds(tmp_path):
     """Processes may share a study folder. A tune run claimed by another live process is neither
     scored as lost nor selected around: the study waits for it, and once its holder lets go
     without finishing it, the study trains it itself and selects from every run."""
-    from dropbn import claims
-    from dropbn.study import Study
+    from dropbn.record import lease as claims
+    from dropbn.study.stages import Study
 
     args = [a for a in ARGS if not a.startswith("study.variants.reg=")] + ["study.variants.reg=[none]",
                                                                            f"out_root={tmp_path}"]
@@ -494,8 +494,8 @@ def test_a_stage_trains_an_unheld_run_once_then_stops_with_one_line(tmp_path, mo
 def test_ctrl_c_while_waiting_for_another_process_is_one_line_exit_130(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from dropbn import claims
-    from dropbn.errors import Interrupted
+    from dropbn.record import lease as claims
+    from dropbn.base.errors import Interrupted
     from dropbn.study import sweeps as SW
 
     sw = SimpleNamespace(stage="final", variant=SimpleNamespace(name="reg=none"), args=[], jobs=[((), 100, "r")])

@@ -1,4 +1,4 @@
-"""dropbn.summary.summarize on hand-made metrics rows: selection on validation, steady-state timing."""
+"""dropbn.record.summary.summarize on hand-made metrics rows: selection on validation, steady-state timing."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from dropbn.summary import Summary, best_by_val, steady_seconds_per_epoch, summarize
+from dropbn.record.summary import Summary, best_by_val, steady_seconds_per_epoch, summarize
 
 
 def cfg(epochs, target=0.9):
@@ -86,7 +86,7 @@ def test_git_commit_is_dirty_for_code_changes_not_for_run_records(tmp_path):
     records and reports under results/ (the default out_root) are outputs and do not count."""
     import subprocess
 
-    from dropbn.checkpoint import git_commit
+    from dropbn.train.checkpoint import git_commit
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dropbn.errors import DropbnError, Interrupted
-from dropbn.signals import GracefulStop
-from dropbn.tracking import export, tag
-from dropbn.train import run
+from dropbn.base.errors import DropbnError, Interrupted
+from dropbn.base.signals import GracefulStop
+from dropbn.train.tensorboard import export, tag
+from dropbn.train.loop import run
 
 from .conftest import TINY, compose, needs_mnist, run_cli
 

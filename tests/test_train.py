@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dropbn.train import run
+from dropbn.train.loop import run
 from tests.conftest import TINY, compose, needs_mnist, run_cli
 
 pytestmark = needs_mnist
@@ -131,7 +131,7 @@ def test_crash_leaves_failed_summary(tmp_path):
     import subprocess
     import sys
 
-    code = ("import dropbn.train as t\n"
+    code = ("import dropbn.train.loop as t\n"
             "def boom(*args, **kwargs):\n    raise RuntimeError('simulated crash')\n"
             "t.train_epoch = boom\n"
             "from dropbn.cli import main\n"

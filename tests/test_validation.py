@@ -2,7 +2,7 @@
 allowed>` on stderr with exit code 2 and no traceback, including Hydra's own errors
 (unknown keys, unknown group options, malformed overrides) and every job of a sweep.
 
-Most cases run the pre-check in-process (dropbn.precheck.check_args, what `dropbn
+Most cases run the pre-check in-process (dropbn.config.precheck.check_args, what `dropbn
 train` calls first); a handful go through a real `dropbn train` process."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import shutil
 import pytest
 import torch
 
-from dropbn.errors import DropbnError
-from dropbn.precheck import check_args
+from dropbn.base.errors import DropbnError
+from dropbn.config.precheck import check_args
 
 from .conftest import DATA_DIR, needs_mnist, run_cli
 
@@ -199,8 +199,8 @@ def test_cli_corrupt_idx_file_is_one_line_exit_2(tmp_path):
 def test_truncated_idx_file_is_a_data_error(tmp_path):
     from omegaconf import OmegaConf
 
-    from dropbn.data import load_raw
-    from dropbn.errors import DataError
+    from dropbn.train.data import load_raw
+    from dropbn.base.errors import DataError
 
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -1,9 +1,6 @@
 """`dropbn report`: run folders -> tidy table -> statistics, claims check, tables and figures.
 
 collect.py   folders (or a report's runs.csv) -> one row per run (+ per-epoch curves), configurations, labels
-stats.py     mean ± 95% CI, Welch difference with Hedges' g, spread and rank correlation, Holm, the verdict rule
-exact.py     exact tests for small samples: Fisher / stratified on failed runs, ranks of censored times
-power.py     seeds per arm that would detect a minimal effect, for each of those tests
 measures.py  which runs and values enter a claim, and one test per kind of quantity
 claims.py    the claims table: claims per context, trainability rows, Holm family, verdicts, power
 tables.py    per-configuration statistics, the comparison table, optional sections' tables
@@ -13,7 +10,9 @@ markdown.py  markdown / LaTeX tables, number formatting and the wording of confi
 sections.py  the report's sections (markdown + tables + figures each), and what they share (Context)
 optional.py  sections that appear only when they apply (lr, data size, dropout rate, placement, diagnostics)
 render.py    assembles the sections; writes report.md, tables/*.csv|.tex, runs.csv, figures/*.png atomically
-cli.py       argument parsing
+study_report.py  a study's report: claims from final/, the tuned-hyperparameters section from tune/
 
-Never imports torch: run folders are read through dropbn.runs and dropbn.summary.
+The statistics are dropbn/stats/; the command line is dropbn/commands/report_cmd.py.
+
+Never imports torch: run folders are read through dropbn.record.layout and dropbn.record.summary.
 """

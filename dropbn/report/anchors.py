@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..datasets import DATASETS
-from . import stats
+from ..base.datasets import DATASETS
+from ..stats import stats
 from .collect import fmt_value
 
 

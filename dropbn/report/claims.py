@@ -11,7 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import power, stats
+from ..stats import power, stats
 from .collect import Collection
 from .markdown import ci_text
 from .measures import FAILED_RULE, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \

@@ -8,7 +8,7 @@ reason).  Metrics that hold NaN or an infinity are named in the row's
 
 Configurations: the config keys (flattened, 'reg.dropout') that take more than
 one value across the runs -- except the seed and keys that never change results
-(dropbn.runs.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
+(dropbn.record.layout.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
 from its regularisation kind ('none', 'dropout', 'batchnorm', 'both',
 'dropout_before_bn', ...) plus any varying value the kind does not already
 determine ('both, lr=0.3').
@@ -27,10 +27,10 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from ..datasets import DATASETS
-from ..errors import DropbnError
-from ..runs import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, flatten, is_run_dir
-from ..summary import Summary, diagnostic_columns, vs_column
+from ..base.datasets import DATASETS
+from ..base.errors import DropbnError
+from ..record.layout import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, flatten, is_run_dir
+from ..record.summary import Summary, diagnostic_columns, vs_column
 
 ENV_FIELDS = ("platform", "cpu_count", "threads", "parallel_runs")  # summary.json env fields kept as env_* columns
 LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
@@ -40,7 +40,7 @@ SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "re
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
          "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
 NORM_NAMES = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm"}
-# summary.json columns that hold numbers (typed int or float in dropbn.summary.Summary)
+# summary.json columns that hold numbers (typed int or float in dropbn.record.summary.Summary)
 NUMBER_COLUMNS = tuple(f.name for f in fields(Summary)
                        if f.metadata["column"] and str(f.type).split("|")[0].strip() in ("int", "float"))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import exact, stats
+from ..stats import exact, stats
 from .markdown import signed
 
 CHANCE_MARGIN = 0.02   # final test accuracy below 1 / classes + this counts as "ended at chance"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DropbnError
-from ..runs import LOCAL_PATHS, atomic_write_bytes, atomic_write_text
+from ..base.errors import DropbnError
+from ..record.layout import LOCAL_PATHS, atomic_write_bytes, atomic_write_text
 from . import optional as O
 from . import sections as S
 from .collect import Collection
@@ -60,7 +60,7 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), p
     """Write the report of `coll` under `out`; returns the path of report.md.
 
     `preamble`: Markdown right after the header; `extra`: more sections (callables ctx -> Section)
-    before '## Files' (a study's tuned-hyperparameters section, dropbn/report/study.py)."""
+    before '## Files' (a study's tuned-hyperparameters section, dropbn/report/study_report.py)."""
     ctx = S.Context.of(coll, baseline, sources)
     w = Writer(out)
     md: list[str] = []

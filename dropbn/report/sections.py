@@ -17,7 +17,8 @@ import pandas as pd
 from . import figures as F
 from . import claims as C
 from . import measures as M
-from . import exact, stats, tables as T
+from ..stats import exact, stats
+from . import tables as T
 from .collect import Collection, Facet, facet
 from .markdown import fmt_p, md_table, num, slug
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..summary import vs_column
-from . import stats
+from ..record.summary import vs_column
+from ..stats import stats
 from .collect import Collection
 from .markdown import fmt_robust
 

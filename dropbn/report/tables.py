@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import pandas as pd
 
-from ..errors import DropbnError
-from ..summary import MODES, inf_column
-from . import stats
+from ..base.errors import DropbnError
+from ..record.summary import MODES, inf_column
+from ..stats import stats
 from .collect import Collection, make_label
 from .measures import failed_to_train
 from .measures import steady_state as steady_state_runs

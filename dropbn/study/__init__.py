@@ -5,7 +5,7 @@ Stages (each one resumable; a finished study run again trains nothing):
           of its search space (`study.search`, the same mapping form) with `study.tune_seeds`,
           trained on the training split minus `data.val_size` validation images;
   select  per variant, the point (and epoch) with the best mean validation metric
-          (dropbn/report/selection.py states the rule) -> `<out_root>/<name>/selected.yaml`;
+          (dropbn/study/selection.py states the rule) -> `<out_root>/<name>/selected.yaml`;
   final   each variant at its selected point with fresh seeds `study.final_seeds`,
           evaluated on the test set;
   report  `<out_root>/<name>/report/`: the comparison from final/ plus the tuned section.
@@ -15,7 +15,7 @@ process, with the user's overrides (so the configured Hydra launcher, skip and r
 for any sweep): `out_root=<out_root>/<name> name=tune|final`; under a joblib launcher a stage's
 sweeps share its n_jobs workers side by side, and under the SLURM launcher they are all submitted
 at once (sweeps.run_packed); other launchers take them one after another. No study.* override is passed down,
-and `study` is a non-result key (dropbn.runs.NON_RESULT_KEYS), so study.* never enters a run's
+and `study` is a non-result key (dropbn.record.layout.NON_RESULT_KEYS), so study.* never enters a run's
 folder name or identity.
 
 A search key that a variant's validation rejects (a dropout rate for reg=none) is skipped for
@@ -28,9 +28,5 @@ Modules: spec (the study.* settings), overrides (override text), compose (Hydra'
 plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a stage's sweeps run
 as child `dropbn train -m` processes, and the wait for other processes' runs), children (those child
 processes and their signals), search_optuna (the Optuna searcher), stages (tune, select, final,
-report), cli (usage and entry point).
+report). The command line (usage, entry point) is dropbn/commands/study_cmd.py.
 """
-from .cli import main
-from .stages import Study
-
-__all__ = ["Study", "main"]

@@ -10,8 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from ..config import CONFIG_DIR, FREE_FORM_KEYS
-from ..precheck import OverrideError, _parse_overrides, explain
+from ..config.validation import CONFIG_DIR, FREE_FORM_KEYS
+from ..config.precheck import OverrideError, _parse_overrides, explain
 
 
 class Composer:

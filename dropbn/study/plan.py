@@ -11,13 +11,13 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..config import unknown_key_hint, validate
-from ..identity import folder_name
-from ..parallel import joblib_workers, own_allocations
-from ..errors import ConfigError, DropbnError
-from ..precheck import OverrideError, _check_group_choices, explain, expand_jobs
-from ..report import selection as S
-from ..schema import RULES
+from ..config.validation import unknown_key_hint, validate
+from ..record.identity import folder_name
+from ..base.parallel import joblib_workers, own_allocations
+from ..base.errors import ConfigError, DropbnError
+from ..config.precheck import OverrideError, _check_group_choices, explain, expand_jobs
+from . import selection as S
+from ..config.schema import RULES
 from .compose import Composer
 from .overrides import fmt_point, merge_overrides, ov_value, to_py
 from .spec import parse_spec

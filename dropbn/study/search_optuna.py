@@ -8,7 +8,7 @@ import math
 import random
 import zlib
 
-from ..report import selection as S
+from . import selection as S
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_TUNE, Plan, Variant
 from .spec import optuna_module

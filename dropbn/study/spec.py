@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from ..report import selection as S
-from ..errors import ConfigError, DropbnError
+from . import selection as S
+from ..base.errors import ConfigError, DropbnError
 from .overrides import ov_value, to_py
 
 SELECTS = tuple(S.METRIC_DIRECTION)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from ..report import selection as S
-from ..runs import atomic_write_text
+from . import selection as S
+from ..record.layout import atomic_write_text
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_TUNE, Plan, Sweep
 from .search_optuna import tune_optuna
@@ -91,7 +91,7 @@ class Study(Plan):
     def report(self) -> Path:
         # imported here: pandas and matplotlib take ~1.4 s to import, which `dropbn study --help` and a study
         # stopped by a bad input (before any training) would otherwise wait for
-        from ..report.study import build
+        from ..report.study_report import build
 
         return build(self.dir)
 

@@ -3,7 +3,7 @@
 A stage (tune, final, one Optuna trial) ends only when every one of its runs has ended, so the
 selection and the report never read a stage that is still being trained. Several `dropbn study`
 processes (or `dropbn train -m` processes) may share a study folder: their training sweeps split
-the runs through run claims (dropbn/claims.py), and at the end of a stage each process waits for
+the runs through run claims (dropbn/record/lease.py), and at the end of a stage each process waits for
 the runs that others hold, and trains any run whose holder has gone (its claim is dead)."""
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from tqdm import tqdm
 
-from .. import claims
-from ..report import selection as S
-from ..errors import DropbnError, Interrupted
+from ..record import lease as claims
+from . import selection as S
+from ..base.errors import DropbnError, Interrupted
 from .children import Children, run_child, train_command
 from .overrides import merge_overrides
 
@@ -61,7 +61,7 @@ def run_packed(study_dir: Path, sweeps: list, workers: int | float, poll_s: floa
     hydra.launcher.n_jobs = min(its missing runs, the free workers). A sweep's workers are free again
     when it ends, and as it ends: once fewer of its runs are unfinished than it has workers, the idle
     ones go to the next sweep (checked every `poll_s` s). DROPBN_STAGE_RUNS tells every run how many
-    runs share the machine (its torch threads and env.parallel_runs, dropbn/parallel.py).
+    runs share the machine (its torch threads and env.parallel_runs, dropbn/base/parallel.py).
     workers = math.inf (a SLURM launcher: each run has its own allocation) starts every sweep at once
     with its launcher as configured, and the cluster queues the runs. On an error no further sweep
     starts; the running ones end."""

@@ -1,6 +1,6 @@
 """Config: where the YAML tree lives, Hydra resolvers, and up-front validation.
 
-`validate(cfg)` checks every value against the schema (dropbn/schema.py) before any
+`validate(cfg)` checks every value against the schema (dropbn/config/schema.py) before any
 data is read and raises `ConfigError(key, value, allowed)`, which the CLI prints as
 one line (exit 2).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from .errors import ConfigError
-from .identity import folder_name
+from ..base.errors import ConfigError
+from ..record.identity import folder_name
 from .schema import RULES, Config
 
 
@@ -23,7 +23,7 @@ def _config_dir() -> Path:
     repository's top-level configs/ (a source checkout or an editable install)."""
     if os.environ.get("DROPBN_CONFIG_DIR"):
         return Path(os.environ["DROPBN_CONFIG_DIR"])
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # dropbn/
     installed = here / "configs"
     return installed if installed.is_dir() else here.parent / "configs"
 
@@ -38,7 +38,7 @@ def gpus_for(device) -> int | None:
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dropbn_dirname"):
-        OmegaConf.register_new_resolver("dropbn_dirname", folder_name)  # dropbn/identity.py
+        OmegaConf.register_new_resolver("dropbn_dirname", folder_name)  # dropbn/record/identity.py
     if not OmegaConf.has_resolver("dropbn_gpus"):
         OmegaConf.register_new_resolver("dropbn_gpus", gpus_for)
 
@@ -61,8 +61,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(key, v, rule.allowed)
     _check_folders(cfg)
     # the registries import torch, so they are imported here, not with this module (see schema.py)
-    from .data import SOURCES
-    from .models import BUILDERS
+    from ..train.data import SOURCES
+    from ..train.models import BUILDERS
 
     source, builder = SOURCES[cfg.data.name], BUILDERS[cfg.model.name]
     n_train = _check_data(cfg.data, source)

@@ -3,12 +3,12 @@
 Hydra would write .hydra/ and open train.log in the run folder before the task
 starts; configs/train.yaml turns both off (hydra.output_subdir: null and a
 console-only job_logging). `JobRecord.start` writes them instead, and
-dropbn.train.run calls it only once it knows that this call trains the run, so
+dropbn.train.loop.run calls it only once it knows that this call trains the run, so
 a call that skips a finished run, or stops on a config mismatch, writes nothing
 into the folder (a read-only folder can be skipped). .hydra/ keeps Hydra's
 layout, config.yaml (the recorded config, as in summary.json), overrides.yaml and
 hydra.yaml, plus folder_name.txt: the folder's name from its overrides before it
-was shortened (dropbn.identity).
+was shortened (dropbn.record.identity).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from .identity import fit_name, full_folder_name
-from .runs import FOLDER_NAME, HYDRA_CONFIG, HYDRA_HYDRA, HYDRA_OVERRIDES, TRAIN_LOG, RunDir
+from .layout import FOLDER_NAME, HYDRA_CONFIG, HYDRA_HYDRA, HYDRA_OVERRIDES, TRAIN_LOG, RunDir
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"  # train.log: console lines with a time stamp
 

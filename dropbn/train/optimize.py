@@ -2,7 +2,7 @@
 
 `train_epoch` runs `train_step` over a sequence of batches (an epoch, or a period of a step
 run, see `Budget`) and reports what it did (`Epoch`); the run lifecycle around it (setup,
-resume, checkpoints, statuses) is dropbn/train.py. scripts/bench.py times `train_epoch` itself.
+resume, checkpoints, statuses) is dropbn/train/loop.py. scripts/bench.py times `train_epoch` itself.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import models
 from .device import sync
-from .signals import stopping
+from ..base.signals import stopping
 
 
 # optim.name: (optim config, parameters) -> optimizer; optim.momentum is Adam's beta1
@@ -173,7 +173,7 @@ def train_epoch(model, opt, batches, *, fwd=None, amp=False, max_w=(), max_norm=
     bar = tqdm(batches, total=total, desc=desc, leave=False, disable=not progress, mininterval=0.5,
                dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
-        if stopping():  # SIGINT/SIGTERM (dropbn/signals.py): stop between two steps
+        if stopping():  # SIGINT/SIGTERM (dropbn/base/signals.py): stop between two steps
             break
         lr = opt.param_groups[0]["lr"]
         loss = train_step(fwd or model, opt, x, y, amp=amp, max_w=max_w, max_norm=max_norm)

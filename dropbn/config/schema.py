@@ -9,11 +9,11 @@ through that file's defaults list, so every option of a group starts with
 
 and lists only what differs from the defaults here; train.yaml starts with
 `- train_schema`. OmegaConf then enforces the types (and struct mode: no unknown
-keys); each field's `Rule` says the rest, and `dropbn.config.validate` applies the
+keys); each field's `Rule` says the rest, and `dropbn.config.validation.validate` applies the
 rules and the cross-field ones.
 
 Allowed names come from the registry of the module that implements them
-(`OneOf("dropbn.models:NORMS")`). Those modules import torch, which takes seconds,
+(`OneOf("dropbn.train.models:NORMS")`). Those modules import torch, which takes seconds,
 so a registry is imported when a value is checked, not with the schema: `dropbn train
 --help` and `--cfg job` stay torch-free, and validate() applies the rules that need
 no registry first, so that most bad values are reported without torch.
@@ -142,7 +142,7 @@ class Widths(Rule):
 
 @dataclass(frozen=True)
 class Order(Rule):
-    registry: str = "dropbn.models:ORDER_TOKENS"
+    registry: str = "dropbn.train.models:ORDER_TOKENS"
     required: str = "act"
 
     def ok(self, v) -> bool:
@@ -179,7 +179,7 @@ PATH = Text("must be a path or null", null=True)
 
 @dataclass
 class DataConfig:
-    name: str = key(MISSING, OneOf("dropbn.data:SOURCES"))
+    name: str = key(MISSING, OneOf("dropbn.train.data:SOURCES"))
     root: Optional[str] = key(None, PATH)        # data root; null -> $DROPBN_DATA_DIR, else ./data
     path: Optional[str] = key(None, PATH)        # data=imagefolder: the folder or .tar.gz to read
     cache_dir: Optional[str] = key(None, PATH)   # decoded tensors; null -> $DROPBN_CACHE_DIR, else ~/.cache/dropbn
@@ -193,7 +193,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = key(MISSING, OneOf("dropbn.models:BUILDERS"))
+    name: str = key(MISSING, OneOf("dropbn.train.models:BUILDERS"))
     hidden: Optional[List[int]] = key(None, Widths())    # MLP: widths of the hidden blocks
     channels: Optional[List[int]] = key(None, Widths())  # CNN: a stage of two 3x3 convs + 2x2 max-pool each
     fc: Optional[List[int]] = key(None, Widths())        # CNN: dense blocks after the stages
@@ -201,20 +201,20 @@ class ModelConfig:
 
 @dataclass
 class RegConfig:  # the defaults: no regularisation
-    norm: str = key("none", OneOf("dropbn.models:NORMS"))
+    norm: str = key("none", OneOf("dropbn.train.models:NORMS"))
     norm_groups: int = key(8, Int(1))                        # groups for norm=group
     dropout: float = key(0.0, Num(0.0, 1.0, hi_open=True))   # rate in hidden (dense) blocks
     input_dropout: float = key(0.0, Num(0.0, 1.0, hi_open=True))  # MLP: dropout on the input pixels
     conv_dropout: float = key(0.0, Num(0.0, 1.0, hi_open=True))   # CNN conv blocks (0 = dense blocks only)
     channel_dropout: bool = key(False, Bool())               # conv blocks drop whole channels (Dropout2d)
     order: List[str] = key(["act"], Order())                 # layers after each Linear/Conv
-    dropout_blocks: str = key("all", OneOf("dropbn.models:DROPOUT_BLOCKS"))
+    dropout_blocks: str = key("all", OneOf("dropbn.train.models:DROPOUT_BLOCKS"))
     max_norm: Optional[float] = key(None, Num(0.0, lo_open=True, null=True))  # max L2 norm of each unit's weights
 
 
 @dataclass
 class OptimConfig:
-    name: str = key(MISSING, OneOf("dropbn.optimize:OPTIMIZERS"))
+    name: str = key(MISSING, OneOf("dropbn.train.optimize:OPTIMIZERS"))
     lr: float = key(MISSING, Num(0.0, lo_open=True))
     momentum: float = key(0.0, Num(0.0, 1.0, hi_open=True))  # Adam: beta1
     weight_decay: float = key(0.0, Num(0.0))
@@ -224,7 +224,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = key(10, Int(1))
     batch_size: int = key(128, Int(1))
-    schedule: str = key("none", OneOf("dropbn.optimize:SCHEDULES"))
+    schedule: str = key("none", OneOf("dropbn.train.optimize:SCHEDULES"))
     step_every: int = key(5, Int(1))                   # epochs (periods, see steps) between lr drops for schedule=step
     step_gamma: float = key(0.1, Num(0.0, 1.0, lo_open=True))
     target_acc: float = key(0.97, Num(0.0, 1.0, lo_open=True))  # epochs/seconds to reach this test accuracy
@@ -237,7 +237,7 @@ class TrainConfig:
     progress: bool = key(True, Bool())                 # tqdm bars
     diagnostics: bool = key(True, Bool())              # variance shift, BN folding, inference timing at the end
     tensorboard: bool = key(False, Bool())             # TensorBoard event files in the run folder
-    objective: str = key("val_acc", OneOf("dropbn.objective:OBJECTIVES"))  # what a run returns to a sweeper
+    objective: str = key("val_acc", OneOf("dropbn.record.objective:OBJECTIVES"))  # what a run returns to a sweeper
     claim_timeout: float = key(600.0, Num(0.0, lo_open=True))  # seconds: an older run claim is taken over
     # a budget in optimisation steps instead of epochs: null = train.epochs epochs; an int S = exactly S
     # steps from a stream of seeded passes (train.epochs is then ignored), evaluated, logged and
@@ -250,7 +250,7 @@ class TrainConfig:
 @dataclass
 class StudyConfig:
     """`dropbn study` only (tune -> select -> final -> report, dropbn/study/). Training runs ignore
-    it: it is a non-result key (dropbn.runs.NON_RESULT_KEYS), never in folder names or run identity."""
+    it: it is a non-result key (dropbn.record.layout.NON_RESULT_KEYS), never in folder names or run identity."""
     variants: Dict[str, Any] = key({"reg": ["none", "dropout", "batchnorm", "both"]}, Study())  # compared
     search: Dict[str, Any] = key({}, Study())          # tuned per variant: config keys -> lists of values
     tune_seeds: List[int] = key([0, 1], Study())       # seeds of the tune stage (validation only)

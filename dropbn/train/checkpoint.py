@@ -1,6 +1,6 @@
 """The torch side of a run folder: checkpoint.pt, and the environment record of summary.json.
 
-Everything else in a run folder is torch-free (dropbn/runs.py), so that the
+Everything else in a run folder is torch-free (dropbn/record/layout.py), so that the
 report can read runs without importing torch.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import DropbnError, first_line
-from .runs import CHECKPOINT, RunDir, atomic_write_bytes
-from .schema import Config
+from ..base.errors import DropbnError, first_line
+from ..record.layout import CHECKPOINT, RunDir, atomic_write_bytes
+from ..config.schema import Config
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "metrics", "train_seconds", "config")
 
@@ -49,7 +49,7 @@ def load_checkpoint(rd: RunDir, mmap: bool = False) -> dict | None:
                       f"or delete the checkpoint") from None
 
 
-def git_commit(repo: Path = Path(__file__).resolve().parent.parent) -> str | None:
+def git_commit(repo: Path = Path(__file__).resolve().parents[2]) -> str | None:
     """The commit of the code in `repo` (dropbn's checkout), "+dirty" when a tracked file differs from it.
     Changes under the default runs folder (results/: committed run records, reports) are outputs, not
     code, so they do not count."""
@@ -66,7 +66,7 @@ def git_commit(repo: Path = Path(__file__).resolve().parent.parent) -> str | Non
 
 def environment(device, parallel_runs: int | None = 1) -> dict:
     """summary.json's `env`: library versions, device, threads, the runs of its launch that shared the
-    machine (dropbn/parallel.py), platform and the code's git commit."""
+    machine (dropbn/base/parallel.py), platform and the code's git commit."""
     env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
            "parallel_runs": parallel_runs, "python": platform.python_version(), "platform": platform.platform(),
            "cpu_count": os.cpu_count(), "git_commit": git_commit()}

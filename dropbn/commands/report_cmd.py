@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import DropbnError
-from ..runs import is_run_dir
+from ..base.errors import DropbnError
+from ..record.layout import is_run_dir
 
 DESCRIPTION = """Collect every run under the given folders and write a comparison report:
 report.md (the article's comparison table measured, a claims check, per-configuration
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    from .collect import KIND_ORDER  # the report's kinds, named in one place
+    from ..report.collect import KIND_ORDER  # the report's kinds, named in one place
     p = _Parser(prog="dropbn report", description=DESCRIPTION)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folder(s) or run folder(s), searched recursively")
     p.add_argument("--out", metavar="OUT", help="output folder (default: DIR/report for one sweep folder; "
@@ -49,16 +49,16 @@ def default_out(dirs: list[Path]) -> Path:
 def main(argv=None) -> Path:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     # pandas, scipy and matplotlib take seconds to import (`--help` 0.2 s instead of 5+ s): only now
-    from . import render
-    from .collect import collect
-    from .tables import parse_baseline
+    from ..report import render
+    from ..report.collect import collect
+    from ..report.tables import parse_baseline
 
     dirs = [Path(d) for d in args.dirs]
     for d in dirs:
         if not d.is_dir():
             raise DropbnError(f"report: {d}: no such folder")
     parse_baseline(args.baseline)
-    from . import study
+    from ..report import study_report as study
 
     if len(dirs) == 1 and study.is_study_dir(dirs[0]):  # claims from final/, tuned section from tune/
         path = study.build(dirs[0], Path(args.out) if args.out else None, args.baseline,

@@ -6,7 +6,7 @@ the files a source reads (a folder: every file with its relative path). Hashing 
 memoised per file (or folder listing) by (real path, size, mtime) in the cache
 folder, so each version of a data set is read once; a read-only cache only loses
 the memo. The recorded config of a run holds the result as `data.fingerprint`
-(dropbn.runs.recorded_config).
+(dropbn.record.layout.recorded_config).
 
 Folder names come from the overrides (Hydra's override_dirname); `folder_name`
 adds the data's fingerprint when data.path is set, so a sweep over data.path

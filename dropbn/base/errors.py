@@ -41,7 +41,7 @@ def first_line(e: BaseException) -> str:
 def fail(e: BaseException, *, end_process: bool = False) -> NoReturn:
     """The one error printer: `dropbn: error: <one line>` on stderr, exit with the error's code (2).
     end_process: end the process at once (os._exit), not by SystemExit, which a worker process of a
-    parallel launcher would catch and outlive (dropbn/signals.py)."""
+    parallel launcher would catch and outlive (dropbn/base/signals.py)."""
     code = getattr(e, "exit_code", 2)
     print(f"dropbn: error: {first_line(e)}", file=sys.stderr, flush=True)
     if end_process:

@@ -24,7 +24,7 @@ class DatasetFacts:
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-# the built-in data sets; dropbn.data.SOURCES says where their files are and how to read them
+# the built-in data sets; dropbn.train.data.SOURCES says where their files are and how to read them
 DATASETS: dict[str, DatasetFacts] = {f.name: f for f in (
     DatasetFacts("mnist", "MNIST", tuple(str(i) for i in range(10)), 60000, 10000, (1, 28, 28)),
     DatasetFacts("fashion_mnist", "Fashion-MNIST",

@@ -5,7 +5,7 @@ malformed override) as several lines and exit code 1, and a sweep finds a bad
 value only when it reaches that run. `check_args` composes the config of every
 job the command asks for — each combination of a -m sweep, including the
 `hydra.sweeper.params` of an +exp preset — through Hydra's compose API, runs
-`validate()` on each (dropbn/config.py: the schema's rules), and raises a
+`validate()` on each (dropbn/config/validation.py: the schema's rules), and raises a
 `DropbnError` whose message is the one line `<key>=<value>: <what is allowed>`,
 quoting the value as the command line gave it. Then what the jobs need from
 this machine: the devices they name (when the launcher runs them here; a remote
@@ -26,8 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigTypeError, ValidationError
 
-from .config import CONFIG_DIR, type_error, unknown_key_hint, validate
-from .errors import ConfigError, DropbnError, fail, first_line
+from .validation import CONFIG_DIR, type_error, unknown_key_hint, validate
+from ..base.errors import ConfigError, DropbnError, fail, first_line
 
 # flags after which Hydra does not run the job (help, info, ...): nothing to check
 _NO_JOB_FLAGS = ("help", "hydra_help", "version", "shell_completion", "info", "experimental_rerun")
@@ -213,7 +213,7 @@ def _check_devices(cfgs) -> None:
     """Every device the jobs name is on this machine (device=cuda, cuda:N, mps): one line if not."""
     wanted = sorted({str(c.device) for c in cfgs} - {"auto", "cpu"})
     if wanted:
-        from .device import check_available  # imports torch: only when a job names an accelerator
+        from ..train.device import check_available  # imports torch: only when a job names an accelerator
 
         for spec in wanted:
             check_available(spec)

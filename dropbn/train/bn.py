@@ -11,7 +11,7 @@ channel c, ratio_c = (running_var_c + eps) / (real_var_c + eps), where
 real_var_c is the variance of the layer's *input* in eval mode (dropout off)
 over the batches given (over N for BN1d, over N, H, W for BN2d) and eps is the
 layer's own eps (so channels that are dead on both sides read 1, not nan).
-Li et al. measure it on training data; dropbn/diagnose.py measures it on both
+Li et al. measure it on training data; dropbn/train/diagnostics.py measures it on both
 the training and the test set. This is Li et al.'s moving/real direction: > 1
 when training fed the layer more variance than it sees with dropout off, as
 dropout placed before BN does; BN then divides eval-mode activations by too
@@ -24,7 +24,7 @@ terms, i.e. the largest |log ratio|, so a shift in either direction counts.
 Recalibration: a copy of the model whose BN running statistics are
 re-estimated with dropout off -- BN layers in train mode with momentum=None
 (cumulative average), everything else in eval mode, one no-grad pass over the
-given batches (dropbn/diagnose.py: the training set). This is the BN
+given batches (dropbn/train/diagnostics.py: the training set). This is the BN
 re-estimation of Hendrycks & Gimpel (2016, "Adjusting for dropout variance in
 batch normalization and weight initialization"), who update the variance
 moving averages with dropout off after training. It is not Li et al.'s remedy:
@@ -41,7 +41,7 @@ which is exact too. Anything else (e.g. BN2d before a padded conv or a
 max-pool) is left as it is; `count_bn(model) - count_bn(fold_bn(model))` is
 the number folded. Folding is exact in real arithmetic (float64 copies agree to
 ~1e-14); `max_abs_diff(model, folded, batches)` measures the error in the
-model's own dtype (dropbn/diagnose.py: on the test set, as `fold_max_abs_diff`):
+model's own dtype (dropbn/train/diagnostics.py: on the test set, as `fold_max_abs_diff`):
 for trained float32 models with logits of magnitude 40-100 it sits at float32
 rounding level (~1e-5), the same size as the unfolded float32 model's own
 deviation from a float64 evaluation.

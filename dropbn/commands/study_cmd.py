@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .stages import Study
+from ..study.stages import Study
 
 USAGE = """usage: dropbn study +exp=NAME [overrides]
 

@@ -4,10 +4,10 @@
 the end of a completed run (train.diagnostics=true) and by `dropbn diagnose
 RUN_DIR ...` on finished runs. It never mutates the model it is given: every
 measurement runs on a deep copy. It returns summary.json's "diagnostics", whose
-keys are defined once, for this writer and the report, in dropbn/summary.py
+keys are defined once, for this writer and the report, in dropbn/record/summary.py
 (Diagnostics, VarianceShift, Inference).
 
-The maths (variance shift ratios, recalibration, BN folding) is in dropbn/bn.py.
+The maths (variance shift ratios, recalibration, BN folding) is in dropbn/train/bn.py.
 Here: which data each measurement sees. Variance shift, in eval mode (dropout
 off): on the test set (`layers`), and on training data as Li et al. measure it
 (`train_layers`: the first min(TRAIN_SHIFT_IMAGES, N) training images in a fixed
@@ -36,11 +36,11 @@ from .bn import (BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recal
                  worst_layer)
 from .data import Batches, Split, load_data
 from .device import place, resolve_device, set_threads, uses_channels_last
-from .errors import DropbnError
-from .measure import evaluate, time_models
+from ..base.errors import DropbnError
+from .evaluation import evaluate, time_models
 from .checkpoint import load_checkpoint
-from .runs import CHECKPOINT, RunDir
-from .summary import MODES, Diagnostics, Inference, VarianceShift
+from ..record.layout import CHECKPOINT, RunDir
+from ..record.summary import MODES, Diagnostics, Inference, VarianceShift
 
 TRAIN_SHIFT_IMAGES = 10_000  # training images the training-data variance shift is measured on
 SHIFT_SEED = 0               # their order, and the recalibration pass's

@@ -2,7 +2,7 @@
 
 Read `run()` first: it skips a finished run of the same config whose files agree
 (`check_folder`; another config in the folder is one line, exit 2), claims the run folder
-(dropbn/claims.py: another live process training it means skip it), builds everything (`setup`),
+(dropbn/record/lease.py: another live process training it means skip it), builds everything (`setup`),
 resumes from the run folder's checkpoint if there is one (`resume`), trains
 period by period (`train_period`, then `metrics_row` on every eval set),
 checkpointing atomically after each, and ends with the run's status in
@@ -14,7 +14,7 @@ passes (the last period ends at step S): see `Budget`.
     diverged   a non-finite loss or weight stopped it (`divergence`)
     failed     a crash that is not an input error: recorded, then raised
 
-A SIGINT/SIGTERM (dropbn/signals.py) stops the run between two steps and raises
+A SIGINT/SIGTERM (dropbn/base/signals.py) stops the run between two steps and raises
 Interrupted without a summary: the run is unfinished and the same command
 resumes it from the last end-of-period checkpoint.
 """
@@ -30,20 +30,21 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from . import claims, models
+from ..record import lease as claims
+from . import models
 from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
-from .diagnose import run_diagnostics
-from .errors import DropbnError, Interrupted, first_line
-from .measure import evaluate
+from .diagnostics import run_diagnostics
+from ..base.errors import DropbnError, Interrupted, first_line
+from .evaluation import evaluate
 from .checkpoint import environment, load_checkpoint, save_checkpoint
-from .runs import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
+from ..record.layout import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
                    remove_stale_tmp, same_config)
-from .parallel import parallel_runs
+from ..base.parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
-from .signals import requested_signal
-from .summary import summarize
-from .tracking import TensorBoardLog
+from ..base.signals import requested_signal
+from ..record.summary import summarize
+from .tensorboard import TensorBoardLog
 
 log = logging.getLogger("dropbn")
 
@@ -78,14 +79,14 @@ class Job:
     eval_batches: dict             # "train" (a fixed subset), "test", and "val" when split off
     max_w: list                    # the weights under the max-norm constraint
     amp: bool                      # bf16 autocast (CUDA only)
-    parallel_runs: int | None = 1  # runs of this launch sharing the machine (dropbn/parallel.py)
+    parallel_runs: int | None = 1  # runs of this launch sharing the machine (dropbn/base/parallel.py)
 
 
 def setup(cfg, launcher=None) -> Job:
     """Device, threads, data, model, optimizer and batches for `cfg`, seeded by cfg.seed.
 
     `launcher` (hydra.launcher of a sweep) sets the run's share of the cores when
-    train.threads is null (dropbn/device.py).
+    train.threads is null (dropbn/train/device.py).
     """
     device = resolve_device(cfg.device)
     set_threads(cfg.train.threads, launcher)
@@ -247,13 +248,13 @@ def run(cfg, out_dir, launcher=None, start=None) -> dict | None:
 
     A finished run of the same config is skipped without writing anything (`check_folder`).
     `start(rd, config)`, if given, is called once this call is known to train the run, with the
-    recorded config (the Hydra task writes .hydra/ and attaches train.log there: dropbn/job.py)."""
+    recorded config (the Hydra task writes .hydra/ and attaches train.log there: dropbn/record/job_record.py)."""
     rd = RunDir(out_dir)
     config = recorded_config(OmegaConf.to_container(cfg, resolve=True), fingerprint(cfg.data))
     done = check_folder(rd, config, force=cfg.train.force)
     if done is not None:
         return _skip_finished(rd, done)
-    # ---- run claim (dropbn/claims.py): one process at a time trains a run folder ----
+    # ---- run claim (dropbn/record/lease.py): one process at a time trains a run folder ----
     try:
         claim = claims.acquire(rd.path, cfg.train.claim_timeout)
     except claims.Busy as busy:

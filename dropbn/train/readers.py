@@ -1,6 +1,6 @@
 """Readers of the on-disk formats: IDX files, CIFAR-10's pickled batches, image folders.
 
-Each reader takes the files a source names (see dropbn.data.SOURCES) and the data config,
+Each reader takes the files a source names (see dropbn.train.data.SOURCES) and the data config,
 and returns uint8 arrays: {"train": (x, y), "test": (x, y)} with x of shape (N, C, H, W),
 plus "classes" when the files name them. numpy and PIL only; no torch.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .errors import DataError
+from ..base.errors import DataError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 

@@ -2,7 +2,7 @@
 
 Torch-free. `summarize()` builds a `Summary` at the end of a run; the report
 reads the same fields back with `Summary.from_json()`. The `diagnostics` part
-(variance shift, BN folding, inference cost; written by dropbn/diagnose.py)
+(variance shift, BN folding, inference cost; written by dropbn/train/diagnostics.py)
 has its own small schema below, and `diagnostic_columns()` flattens it into
 the report's vs_* / inf_* columns.
 """
@@ -64,9 +64,9 @@ class Summary:
     # (epoch 1's seconds when N = 1). Evaluation time is not included. The first epoch after a
     # resume pays warm-up again; it is counted like any other epoch.
     seconds_per_epoch: float | None = _column()
-    diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}; see dropbn.train.divergence
+    diverged_at: dict | None = _record()            # {"epoch", "step", "reason"}; see dropbn.train.loop.divergence
     config: dict | None = _record()                 # the resolved config
-    env: dict | None = _record()                    # dropbn.checkpoint.environment()
+    env: dict | None = _record()                    # dropbn.train.checkpoint.environment()
     final_val_acc: float | None = _column(optional=True)   # only with a validation split
     best_val_acc: float | None = _column(optional=True)
     final_val_loss: float | None = _column(optional=True)
@@ -150,7 +150,7 @@ class VarianceShift:
     """Li et al.'s moving/real variance ratio of every BN layer, on test and on training data.
 
     Per layer and channel, ratio = running_var / variance of the layer's input in eval mode
-    (dropout off) over the data (see dropbn/bn.py). Every per-layer dict is
+    (dropout off) over the data (see dropbn/train/bn.py). Every per-layer dict is
     {"name", "mean_ratio", "median_ratio", "max_ratio"}: the arithmetic mean, median and
     maximum over the layer's channels. `layers` is measured on the test set; `train_layers`
     on training data (un-augmented, the first `train_images` images of a fixed seeded order),

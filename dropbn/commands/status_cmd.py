@@ -14,7 +14,7 @@
 Each run gets one state:
 
     completed  summary.json says so          diverged  summary.json says so (finished too)
-    running    a live process holds its claim (dropbn/claims.py): host:pid, heartbeat age
+    running    a live process holds its claim (dropbn/record/lease.py): host:pid, heartbeat age
     failed     summary.json holds the error  partial   k/N epochs in metrics.csv, no live claim
     missing    no run folder yet
 
@@ -38,9 +38,9 @@ from pathlib import Path
 
 import yaml
 
-from . import claims
-from .errors import DropbnError
-from .runs import FINISHED, HYDRA_CONFIG, HYDRA_DIR, METRICS, SUMMARY, is_run_dir
+from ..record import lease as claims
+from ..base.errors import DropbnError
+from ..record.layout import FINISHED, HYDRA_CONFIG, HYDRA_DIR, METRICS, SUMMARY, is_run_dir
 
 STATES = ("completed", "diverged", "running", "partial", "failed", "missing")
 EPOCH_COLUMNS = ("epoch_seconds", "eval_seconds")  # metrics.csv: one epoch's wall time, summed
@@ -178,7 +178,7 @@ def _name(root: Path, folder: Path) -> str:
 def sweep_states(args: list[str]) -> list[tuple[str, RunState]]:
     """The runs `dropbn train <args>` would make, by composing its jobs (Hydra: imported here,
     only on this path, for its start-up cost)."""
-    from .precheck import job_folders
+    from ..config.precheck import job_folders
 
     jobs = job_folders(args)
     folders = [f for f, _ in jobs]
@@ -193,9 +193,9 @@ def study_states(args: list[str]) -> list[tuple[str, RunState]]:
     """The runs `dropbn study <args>` trains (dropbn/study/plan.py: Hydra, imported on this path only).
     A variant's final runs are named once its tune runs have all ended, from the selection the study
     makes of them; before that each final seed is one planned row at the tune budget."""
-    from .report import selection as S
-    from .study.plan import STAGE_FINAL, STAGE_TUNE, Plan
-    from .study.sweeps import TERMINAL
+    from ..study import selection as S
+    from ..study.plan import STAGE_FINAL, STAGE_TUNE, Plan
+    from ..study.sweeps import TERMINAL
 
     plan = Plan(args)
     try:

@@ -6,7 +6,7 @@ stating the protocol, and a "Tuned hyperparameters" section built from the tune 
 the search space and which keys applied to which variant, each variant's choice with its
 validation score, every candidate, and a sensitivity figure per variant (validation metric
 across the search space with 95% CI bands, and the mean validation curves).
-The tune runs are scored again here with the study's own rule (dropbn/report/selection.py), so
+The tune runs are scored again here with the study's own rule (dropbn/study/selection.py), so
 the section shows what the tune records on disk say; if that differs from the recorded
 choice, the report says so.
 """
@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 import yaml
 
-from . import selection as S
-from ..errors import DropbnError
+from ..study import selection as S
+from ..base.errors import DropbnError
 from . import figures as F
 from . import render
 from .markdown import md_table, slug

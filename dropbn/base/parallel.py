@@ -15,7 +15,7 @@ machine's cores rather than N x all of them:
     (dropbn/study/sweeps.py: run_packed): cores // the stage's runs at once, which the
     study exports as DROPBN_STAGE_RUNS.
 
-The number of runs in a sweep comes from the pre-check (dropbn/precheck.py),
+The number of runs in a sweep comes from the pre-check (dropbn/config/precheck.py),
 which exports it as DROPBN_SWEEP_JOBS before Hydra starts the workers.
 """
 from __future__ import annotations

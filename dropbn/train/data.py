@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from filelock import FileLock
 
 from . import readers
-from .datasets import DATASETS, DatasetFacts
-from .errors import DataError, first_line
+from ..base.datasets import DATASETS, DatasetFacts
+from ..base.errors import DataError, first_line
 from .checkpoint import atomic_torch_save
-from .identity import fingerprint as content_fingerprint
-from .identity import resolve_cache_dir
-from .runs import TMP_SUFFIX
+from ..record.identity import fingerprint as content_fingerprint
+from ..record.identity import resolve_cache_dir
+from ..record.layout import TMP_SUFFIX
 
 CACHE_VERSION = 1
 # torchvision's file layouts under the data root
@@ -86,7 +86,7 @@ def resolve_root(root) -> Path:
 class Source:
     """A data.name: where its files are, how to read them, how to fetch them."""
     files: Callable[[Path, Any], list[Path]]  # (data root, data config) -> the files `read` needs
-    read: Callable[[list[Path], Any], dict]   # (files, data config) -> arrays, see dropbn.readers
+    read: Callable[[list[Path], Any], dict]   # (files, data config) -> arrays, see dropbn.train.readers
     facts: DatasetFacts | None = None         # None: classes and sizes come from the files
     torchvision: str | None = None            # the torchvision.datasets class that downloads the files
     path_help: str | None = None              # read from data.path, which must name this
@@ -192,7 +192,7 @@ def data_files(cfg) -> list[Path]:
 
 
 def fingerprint(cfg) -> str:
-    """The content hash of the data set's files (dropbn.identity.fingerprint): what a run's identity
+    """The content hash of the data set's files (dropbn.record.identity.fingerprint): what a run's identity
     holds as data.fingerprint, the same wherever the files live."""
     files = data_files(cfg)
     try:

@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import atomic_write_json
+from .layout import atomic_write_json
 
 log = logging.getLogger("dropbn")
 

@@ -25,8 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import DropbnError
-from .runs import CHECKPOINT, FINISHED, METRICS, NON_RESULT_KEYS, SUMMARY
+from ..base.errors import DropbnError
+from ..record.layout import CHECKPOINT, FINISHED, METRICS, NON_RESULT_KEYS, SUMMARY
 
 try:  # optional dependency (the `tracking` extra)
     from torch.utils.tensorboard import SummaryWriter

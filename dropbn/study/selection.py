@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .stats import mean_ci
-from ..runs import METRICS, SUMMARY
+from ..stats.stats import mean_ci
+from ..record.layout import METRICS, SUMMARY
 
 SELECTED = "selected.yaml"
 TUNE, FINAL = "tune", "final"  # a study's stage folders: <out_root>/<name>/tune|final/<run>/

@@ -5,15 +5,15 @@ One place for the rules that training, diagnostics and the benchmark share:
 line, DropbnError, via `check_available`), `uses_channels_last` (which models
 train in channels_last layout) with `place` (a model on its device, in that layout),
 `set_threads` (the torch thread count: the configured one, else the run's share of
-the cores under a parallel launcher, dropbn/parallel.py), `tune_backends` and `sync`.
+the cores under a parallel launcher, dropbn/base/parallel.py), `tune_backends` and `sync`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .errors import DropbnError
-from .parallel import run_threads
+from ..base.errors import DropbnError
+from ..base.parallel import run_threads
 
 
 def _mps_available() -> bool:
@@ -63,7 +63,7 @@ def set_threads(configured: int | None, launcher=None) -> None:
     """Torch intra-op threads of this process.
 
     `configured` (train.threads, --threads) wins; None means the run's share of
-    the cores under `launcher` (hydra.launcher; see dropbn/parallel.py), or
+    the cores under `launcher` (hydra.launcher; see dropbn/base/parallel.py), or
     torch's default (all cores) when the run has the machine to itself.
     """
     n = run_threads(launcher) if configured is None else int(configured)

@@ -2,7 +2,7 @@
 
 What `dropbn train` writes and `dropbn report` reads. The report never imports
 torch, so neither does this module; checkpoint.pt and the environment record
-(both need torch) live in dropbn/checkpoint.py.
+(both need torch) live in dropbn/train/checkpoint.py.
 
 A run's identity is its recorded config (`recorded_config`: the resolved config
 plus the data's content fingerprint) less the keys that say where or how it runs
@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import DropbnError
+from ..base.errors import DropbnError
 from .identity import FINGERPRINT_KEY
 
 CHECKPOINT = "checkpoint.pt"
@@ -32,7 +32,7 @@ HYDRA_DIR = ".hydra"                 # the record of the run's config and overri
 HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"        # the recorded config (as in summary.json)
 HYDRA_OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the command line's overrides of this run
 HYDRA_HYDRA = f"{HYDRA_DIR}/hydra.yaml"          # Hydra's own config of the job
-FOLDER_NAME = f"{HYDRA_DIR}/folder_name.txt"     # the folder's name before shortening (dropbn.identity)
+FOLDER_NAME = f"{HYDRA_DIR}/folder_name.txt"     # the folder's name before shortening (dropbn.record.identity)
 TMP_SUFFIX = ".tmp"                  # atomic writes: .<name>.<random>.tmp, renamed over <name>
 FINISHED = ("completed", "diverged")  # statuses of a run that ended: re-running skips it
 # A finished run's record: the files committed under results/ (.gitignore lists the same names), from
@@ -45,7 +45,7 @@ RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLD
 # Keys that say where or how a run executes, not what it computes. Folder names, resume and report
 # grouping all start from this one list; where a use differs, the difference is named below, once.
 # data.path says where the data is, not what it holds: the data takes part by its content
-# fingerprint, data.fingerprint (dropbn.identity), which the recorded config adds and folder names show.
+# fingerprint, data.fingerprint (dropbn.record.identity), which the recorded config adds and folder names show.
 # train.eval_batch_size: evaluation is in eval mode (dropout off, BN running statistics; the diagnostics
 # pool their sums over batches), so the batch size changes only float rounding, like train.threads.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
@@ -195,7 +195,7 @@ def rows_to_csv(rows: list[dict]) -> str:
 # ---------------------------------------------------------------- one run's folder
 
 class RunDir:
-    """One run's folder and the files in it (checkpoint.pt: dropbn.checkpoint)."""
+    """One run's folder and the files in it (checkpoint.pt: dropbn.train.checkpoint)."""
 
     def __init__(self, path):
         self.path = Path(path)

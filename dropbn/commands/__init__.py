@@ -1,0 +1,1 @@
+"""Thin command modules behind `dropbn <command>` (dropbn/cli.py dispatches to them)."""

@@ -1,0 +1,1 @@
+"""Pure statistics (numpy/scipy, no dropbn import): intervals, tests, exact tests, power."""
