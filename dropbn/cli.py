@@ -1,4 +1,6 @@
-"""`dropbn` command line: thin dispatch to the subcommands.
+"""`dropbn` command line: the train command's Hydra app, and thin dispatch to the other subcommands
+(dropbn/commands/). The Hydra app stays in this module: Hydra names the job after it (`cli`, the
+job name a SLURM launcher shows).
 
     dropbn train [hydra overrides]     a full Hydra app (+exp=..., -m, --cfg job, --help)
     dropbn report DIR [DIR ...]        comparison report of the runs under DIR
@@ -100,11 +102,11 @@ def main(argv=None) -> None:
         elif cmd == "status":
             from .commands.status_cmd import main as sub_main
         elif cmd == "export":
-            from .train.tensorboard import main as sub_main
+            from .commands.export_cmd import main as sub_main
         elif cmd == "study":
             from .commands.study_cmd import main as sub_main
         else:
-            from .train.diagnostics import main as sub_main
+            from .commands.diagnose_cmd import main as sub_main
         try:
             rc = sub_main(rest)
         except DropbnError as e:  # an input problem: one line, exit 2

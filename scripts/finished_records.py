@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dropbn.study.selection import SELECTED  # noqa: E402
-from dropbn.record.layout import finished_records  # noqa: E402
+from dropbn.record.scan import finished_records  # noqa: E402
 
 
 def main(folders: list[str]) -> int:

@@ -220,7 +220,7 @@ def test_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path
             shutil.copy(other / name, Path(folder) / name)
         return acquire(folder, timeout)
 
-    monkeypatch.setattr(T.claims, "acquire", acquire_after_another_finished)
+    monkeypatch.setattr(T.lease, "acquire", acquire_after_another_finished)
     assert T.run(compose(*TINY_RUN), here) == done
     tmp_path = here
     assert not (tmp_path / "model.txt").exists() and current(tmp_path).released is not None

@@ -20,7 +20,8 @@ from torch import nn
 from dropbn.train import models
 from dropbn.train.data import Data, Split
 from dropbn.train.bn import BNInputStats, count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
-from dropbn.train.diagnostics import TRAIN_SHIFT_IMAGES, main, run_diagnostics, train_shift_split
+from dropbn.commands.diagnose_cmd import main
+from dropbn.train.diagnostics import TRAIN_SHIFT_IMAGES, run_diagnostics, train_shift_split
 from dropbn.base.errors import DropbnError
 from dropbn.train.loop import run
 

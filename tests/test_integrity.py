@@ -20,8 +20,10 @@ from dropbn.record import identity
 from dropbn.train import loop as T
 from dropbn.train.checkpoint import load_checkpoint, save_checkpoint
 from dropbn.base.errors import DataError, DropbnError
-from dropbn.record.layout import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS, SUMMARY, IdentityError, RunDir,
-                         atomic_write_text, finished_problem, remove_stale_tmp)
+from dropbn.record.identity import IdentityError
+from dropbn.record.layout import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS, SUMMARY, atomic_write_text,
+                                  finished_problem, remove_stale_tmp)
+from dropbn.record.run_dir import RunDir
 
 from .conftest import DROPBN, compose, needs_mnist
 from .test_data import dcfg, fake_mnist, make_imagefolder

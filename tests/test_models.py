@@ -156,7 +156,7 @@ def test_batchnorm_uses_running_stats_in_eval():
 
 
 def test_evaluation_does_not_depend_on_the_eval_batch_size():
-    """Why train.eval_batch_size is not part of a run's identity (dropbn.record.layout.NON_RESULT_KEYS)."""
+    """Why train.eval_batch_size is not part of a run's identity (dropbn.record.identity.NON_RESULT_KEYS)."""
     torch.manual_seed(0)
     m = cnn("reg=both")
     m.train()

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from dropbn.train.checkpoint import load_checkpoint
-from dropbn.record.layout import RunDir, same_config
+from dropbn.record.identity import same_config
+from dropbn.record.run_dir import RunDir
 from dropbn.base.signals import GracefulStop, stopping
 
 from .conftest import DROPBN, TINY, needs_mnist, run_cli

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from dropbn.config.validation import CONFIG_DIR
 from dropbn.report.collect import collect
-from dropbn.record.layout import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, LOCAL_PATHS, NON_RESULT_KEYS, POOLED_IN_REPORT,
-                         REPORT_IGNORED, differing_keys, recorded_config, same_config)
+from dropbn.record.identity import (FOLDER_NAME_EXCLUDED, LAUNCH_KEYS, LOCAL_PATHS, NON_RESULT_KEYS,
+                                    POOLED_IN_REPORT, REPORT_IGNORED, differing_keys, recorded_config, same_config)
 from dropbn.record.summary import (COLUMNS, MODES, Diagnostics, Inference, Summary, VarianceShift, diagnostic_columns,
                             inf_column, vs_column)
 from dropbn.train.loop import run
@@ -172,7 +172,8 @@ def test_gitignore_tracks_the_run_records_and_nothing_else(stage):
 
 
 def test_finished_records_lists_finished_runs_only(tmp_path):
-    from dropbn.record.layout import METRICS, RECORD_FILES, SUMMARY, finished_records
+    from dropbn.record.layout import METRICS, RECORD_FILES, SUMMARY
+    from dropbn.record.scan import finished_records
     for name, status, epochs in (("done", "completed", 2), ("nan", "diverged", 1), ("failed", "failed", 1),
                                  ("torn", "completed", 3)):
         d = tmp_path / "tune" / name

@@ -25,7 +25,7 @@ import yaml
 
 from dropbn.study import selection as S
 from dropbn.config.validation import CONFIG_DIR
-from dropbn.record.layout import same_config
+from dropbn.record.identity import same_config
 from dropbn.cli import main as cli_main
 
 from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, needs_submitit, run_cli

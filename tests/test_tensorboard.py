@@ -17,7 +17,8 @@ import pytest
 
 from dropbn.base.errors import DropbnError, Interrupted
 from dropbn.base.signals import GracefulStop
-from dropbn.train.tensorboard import export, tag
+from dropbn.commands.export_cmd import export
+from dropbn.train.tensorboard import tag
 from dropbn.train.loop import run
 
 from .conftest import TINY, compose, needs_mnist, run_cli

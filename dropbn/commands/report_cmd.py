@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..base.errors import DropbnError
-from ..record.layout import is_run_dir
+from ..record.scan import is_run_dir
 
 DESCRIPTION = """Collect every run under the given folders and write a comparison report:
 report.md (the article's comparison table measured, a claims check, per-configuration

@@ -14,7 +14,7 @@
 Each run gets one state:
 
     completed  summary.json says so          diverged  summary.json says so (finished too)
-    running    a live process holds its claim (dropbn/record/lease.py): host:pid, heartbeat age
+    running    a live process holds its lease (claim, dropbn/record/lease.py): host:pid, heartbeat age
     failed     summary.json holds the error  partial   k/N epochs in metrics.csv, no live claim
     missing    no run folder yet
 
@@ -27,8 +27,6 @@ Exit code 0 when every run is finished (completed or diverged), 1 otherwise.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import sys
@@ -36,11 +34,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..record import lease as claims
 from ..base.errors import DropbnError
-from ..record.layout import FINISHED, HYDRA_CONFIG, HYDRA_DIR, METRICS, SUMMARY, is_run_dir
+from ..record import lease
+from ..record.reader import read_config, read_metrics, read_summary
+from ..record.scan import find_runs
+from ..record.states import FINISHED, MISSING, TERMINAL
 
 STATES = ("completed", "diverged", "running", "partial", "failed", "missing")
 EPOCH_COLUMNS = ("epoch_seconds", "eval_seconds")  # metrics.csv: one epoch's wall time, summed
@@ -78,13 +76,8 @@ class RunState:
 
 def _metrics(folder: Path) -> list[float]:
     """Seconds of each epoch in metrics.csv (training + evaluation)."""
-    try:
-        with open(folder / METRICS, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, csv.Error):
-        return []
     out = []
-    for r in rows:
+    for r in read_metrics(folder) or []:
         try:
             out.append(sum(float(r.get(c) or 0.0) for c in EPOCH_COLUMNS))
         except ValueError:
@@ -94,12 +87,7 @@ def _metrics(folder: Path) -> list[float]:
 
 def _planned_epochs(folder: Path, summary: dict | None) -> int | None:
     """train.epochs of the run: its summary's config, else Hydra's .hydra/config.yaml."""
-    cfg = (summary or {}).get("config")
-    if not isinstance(cfg, dict):
-        try:
-            cfg = yaml.safe_load((folder / HYDRA_CONFIG).read_text())
-        except (OSError, yaml.YAMLError):
-            cfg = None
+    cfg = read_config(folder, summary)
     try:
         return int(cfg["train"]["epochs"])
     except (TypeError, KeyError, ValueError):
@@ -111,8 +99,8 @@ def run_state(folder, epochs: int | None = None) -> RunState:
     epochs when known (a composed sweep), else read from the folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        return RunState(folder, "missing", epochs=epochs)
-    summary = _read_summary(folder)
+        return RunState(folder, MISSING, epochs=epochs)
+    summary = read_summary(folder)
     seconds = _metrics(folder)
     st = RunState(folder, "partial", done=len(seconds), seconds=seconds,
                   epochs=epochs if epochs is not None else _planned_epochs(folder, summary))
@@ -121,7 +109,7 @@ def run_state(folder, epochs: int | None = None) -> RunState:
         st.state = status
         st.detail = _finished_detail(summary)
         return st
-    claim = claims.current(folder)
+    claim = lease.current(folder)
     dead = claim.dead_because() if claim is not None else None
     if claim is not None and dead is None:
         st.state, st.owner, st.detail = "running", claim.owner, claim.describe()
@@ -130,14 +118,6 @@ def run_state(folder, epochs: int | None = None) -> RunState:
     elif claim is not None and dead != "released":
         st.detail = f"claim of {claim.owner} is dead: {dead}"
     return st
-
-
-def _read_summary(folder: Path) -> dict | None:
-    try:
-        s = json.loads((folder / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    return s if isinstance(s, dict) else None
 
 
 def _first_line(text) -> str:
@@ -153,21 +133,10 @@ def _finished_detail(summary: dict) -> str:
 
 
 # ---------------------------------------------------------------- which runs
-def find_runs(roots) -> list[tuple[Path, Path]]:
-    """[(root, run folder)] under each root (a root may itself be a run): folders holding
-    summary.json, metrics.csv, .hydra/ or a claim; hidden folders are not searched."""
-    found = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            raise DropbnError(f"status: {root}: no such folder")
-        for here, dirs, _files in os.walk(root):
-            p = Path(here)
-            if is_run_dir(p) or claims.has_claim(p):
-                found.append((root, p))
-                dirs[:] = []
-            else:
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != HYDRA_DIR)
-    return found
+def find_runs_here(roots) -> list[tuple[Path, Path]]:
+    """[(root, run folder)] under each root: the runs the record scanner finds, a folder holding only a
+    lease (claim) file included."""
+    return find_runs(roots, leases=True, command="status").found
 
 
 def _name(root: Path, folder: Path) -> str:
@@ -195,7 +164,6 @@ def study_states(args: list[str]) -> list[tuple[str, RunState]]:
     makes of them; before that each final seed is one planned row at the tune budget."""
     from ..study import selection as S
     from ..study.plan import STAGE_FINAL, STAGE_TUNE, Plan
-    from ..study.sweeps import TERMINAL
 
     plan = Plan(args)
     try:
@@ -216,7 +184,7 @@ def study_states(args: list[str]) -> list[tuple[str, RunState]]:
             else:
                 epochs = plan.final_epochs(v, None)
                 finals += [(f"{STAGE_FINAL}/{v.name},seed={seed}",
-                            RunState(plan.dir / STAGE_FINAL, "missing", epochs=epochs,
+                            RunState(plan.dir / STAGE_FINAL, MISSING, epochs=epochs,
                                      detail="planned: named by the selection once the tune runs have ended"))
                            for seed in plan.spec.final_seeds]
         return rows + finals
@@ -225,7 +193,7 @@ def study_states(args: list[str]) -> list[tuple[str, RunState]]:
 
 
 def folder_states(roots: list[str]) -> list[tuple[str, RunState]]:
-    found = find_runs(roots)
+    found = find_runs_here(roots)
     if not found:
         raise DropbnError(f"status: no run folders under {', '.join(roots)}")
     return [(_name(root, f), run_state(f)) for root, f in found]
@@ -251,7 +219,7 @@ def sibling_seconds(states: list[RunState]) -> tuple[str, list[float]] | None:
     own = {s.folder.resolve() for s in states}
     parents = sorted({s.folder.resolve().parent for s in states} - own)
     parents = [p for p in parents if p.is_dir()]
-    seconds = [x for p in parents for _, f in find_runs([p]) if f.resolve() not in own
+    seconds = [x for p in parents for _, f in find_runs_here([p]) if f.resolve() not in own
                for x in _metrics(f) if math.isfinite(x)]
     return (", ".join(os.path.relpath(p) for p in parents), seconds) if seconds else None
 

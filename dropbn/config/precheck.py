@@ -11,6 +11,9 @@ quoting the value as the command line gave it. Then what the jobs need from
 this machine: the devices they name (when the launcher runs them here; a remote
 launcher's jobs check on their own machine) and a writable place for the run or
 sweep folder. `precheck` prints an error as `dropbn: error: ...` and exits with code 2.
+
+This module is the only one that touches Hydra's internals (its command-line parser, the basic
+sweeper's expansion of a sweep, the override_dirname of a job), each behind a public function here.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
@@ -48,7 +52,7 @@ def _parse_args(args: list[str]):
         raise OverrideError(f"{' '.join(args)}: not a valid command line; see dropbn train --help") from None
 
 
-def _parse_overrides(lines: list[str], config_loader=None) -> list:
+def parse_overrides(lines: list[str], config_loader=None) -> list:
     parser = OverridesParser.create(config_loader=config_loader)
     out = []
     for line in lines:
@@ -65,7 +69,7 @@ def _display_key(ov) -> str:
     return ov.get_key_element()  # with its ~ / + / ++ prefix
 
 
-def _check_group_choices(overrides: list, loader) -> None:
+def check_group_choices(overrides: list, loader) -> None:
     """`reg=bogus`, `+exp=nope`, `hydra/launcher=nope`: name the options that exist."""
     for ov in overrides:
         if ov.is_delete():
@@ -85,7 +89,7 @@ _NOT_GIVEN = object()
 
 def _given(key: str, overrides: list[str], default=_NOT_GIVEN):
     """The value the command line gives `key` (as Hydra parses it: -1, 'abc', [64, 0]), else `default`."""
-    for ov in reversed(_parse_overrides(overrides)):
+    for ov in reversed(parse_overrides(overrides)):
         if ov.key_or_group == key and not ov.is_delete():
             return ov.value()
     return default
@@ -130,10 +134,16 @@ def explain(e: BaseException, overrides: list[str], loader=None) -> str:
     return first_line(e)
 
 
+def override_dirname(overrides: list, exclude_keys: list, item_sep: str, kv_sep: str) -> str:
+    """Hydra's hydra.job.override_dirname of a job from its parsed overrides (as the job itself gets it,
+    for the folder-name resolver: dropbn.record.identity.folder_name)."""
+    return get_overrides_dirname(overrides, exclude_keys, item_sep, kv_sep)
+
+
 def expand_jobs(overrides: list[str], multirun: bool, loader, sweeper_params=None) -> list[list[str]]:
     """Every job's override list, as Hydra's basic sweeper would launch them."""
-    parsed = _parse_overrides(overrides, loader)
-    _check_group_choices(parsed, loader)
+    parsed = parse_overrides(overrides, loader)
+    check_group_choices(parsed, loader)
     if not multirun:
         for ov in parsed:
             if ov.is_sweep_override():
@@ -143,8 +153,8 @@ def expand_jobs(overrides: list[str], multirun: bool, loader, sweeper_params=Non
                                     f"for a list write {k}=[{v}]")
         return [list(overrides)]
     params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    parsed_params = _parse_overrides(params, loader)
-    _check_group_choices(parsed_params, loader)
+    parsed_params = parse_overrides(params, loader)
+    check_group_choices(parsed_params, loader)
     try:
         batches = BasicSweeper.split_arguments(parsed_params + parsed, None)
     except Exception as e:
@@ -236,10 +246,10 @@ def _check_writable(hydra_cfg, multirun: bool, loader) -> None:
 
 
 def _jobs(name: str, overrides: list[str], multirun: bool, loader) -> list[list[str]]:
-    parsed = _parse_overrides(overrides, loader)  # malformed overrides first, named one by one
+    parsed = parse_overrides(overrides, loader)  # malformed overrides first, named one by one
     if not multirun:
         return expand_jobs(overrides, False, loader)
-    _check_group_choices(parsed, loader)
+    check_group_choices(parsed, loader)
     base = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
     sweeper = _compose(name, base, loader, hydra=True).hydra.get("sweeper") or {}
     if "BasicSweeper" not in str(sweeper.get("_target_", "BasicSweeper")):

@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ..record.layout import RESULTS_DIR
+
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the N-th GPU, e.g. cuda:1
 
 
@@ -250,7 +252,7 @@ class TrainConfig:
 @dataclass
 class StudyConfig:
     """`dropbn study` only (tune -> select -> final -> report, dropbn/study/). Training runs ignore
-    it: it is a non-result key (dropbn.record.layout.NON_RESULT_KEYS), never in folder names or run identity."""
+    it: it is a non-result key (dropbn.record.identity.NON_RESULT_KEYS), never in folder names or run identity."""
     variants: Dict[str, Any] = key({"reg": ["none", "dropout", "batchnorm", "both"]}, Study())  # compared
     search: Dict[str, Any] = key({}, Study())          # tuned per variant: config keys -> lists of values
     tune_seeds: List[int] = key([0, 1], Study())       # seeds of the tune stage (validation only)
@@ -271,7 +273,7 @@ class Config:
     seed: int = key(0, Int(0))
     device: str = key("auto", Device())                # auto = cuda > mps > cpu
     name: str = key("default", Text("must be a plain folder name", plain=True))  # runs go to out_root/name/
-    out_root: str = key("results", Text("must be a folder path"))
+    out_root: str = key(RESULTS_DIR, Text("must be a folder path"))
     train: TrainConfig = field(default_factory=TrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 

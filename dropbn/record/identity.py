@@ -1,4 +1,10 @@
-"""What a run is, torch-free: the content fingerprint of its data, and a folder name that always fits.
+"""What a run is, torch-free: which config keys identify it, the content fingerprint of its data,
+and a folder name that always fits.
+
+A run's identity is its recorded config (`recorded_config`: the resolved config
+plus the data's content fingerprint) less the keys that say where or how it runs
+(NON_RESULT_KEYS). A folder is reused only by a run of the same identity
+(`differing_keys`, `IdentityError`).
 
 A data set takes part in a run's identity by what it holds, not by where it lives
 or how its path is spelled: `fingerprint(paths, cache_dir)` hashes the bytes of
@@ -6,7 +12,7 @@ the files a source reads (a folder: every file with its relative path). Hashing 
 memoised per file (or folder listing) by (real path, size, mtime) in the cache
 folder, so each version of a data set is read once; a read-only cache only loses
 the memo. The recorded config of a run holds the result as `data.fingerprint`
-(dropbn.record.layout.recorded_config).
+(`recorded_config`).
 
 Folder names come from the overrides (Hydra's override_dirname); `folder_name`
 adds the data's fingerprint when data.path is set, so a sweep over data.path
@@ -16,11 +22,15 @@ to the same folder.
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
+
+from ..base.errors import DropbnError
 
 FINGERPRINT_KEY = "data.fingerprint"  # where the recorded config holds it
 FINGERPRINT_CHARS = 16                 # hex characters kept (64 bits)
@@ -151,3 +161,93 @@ def fit_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
 def folder_name(override_dirname: str, data_path=None, cache_dir=None) -> str:
     """The folder name of a run (Hydra resolver dropbn_dirname in configs/train.yaml)."""
     return fit_name(full_folder_name(override_dirname, data_path, cache_dir))
+
+
+# ---------------------------------------------------------------- which config keys identify a run
+# Keys that say where or how a run executes, not what it computes. Folder names, resume and report
+# grouping all start from this one list; where a use differs, the difference is named below, once.
+# data.path says where the data is, not what it holds: the data takes part by its content
+# fingerprint, data.fingerprint (dropbn.record.identity), which the recorded config adds and folder names show.
+# train.eval_batch_size: evaluation is in eval mode (dropout off, BN running statistics; the diagnostics
+# pool their sums over batches), so the batch size changes only float rounding, like train.threads.
+NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
+                   "train.eval_batch_size", "train.diagnostics", "train.tensorboard", "train.objective",
+                   "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study")
+# Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
+LOCAL_PATHS = ("data.root", "data.cache_dir")
+# Command-line choices that are not config values (a preset, a launcher): only folder names see them.
+LAUNCH_KEYS = ("exp", "+exp", "hydra/launcher", "hydra.launcher.n_jobs")
+# The seeds change results, so folder names and the identity keep them; the report pools runs over
+# them (replicates: the seed of the run, and that of its training subset and validation split).
+POOLED_IN_REPORT = ("seed", "data.split_seed")
+
+FOLDER_NAME_EXCLUDED = (*LAUNCH_KEYS, *NON_RESULT_KEYS)  # = hydra.job...exclude_keys in configs/train.yaml
+REPORT_IGNORED = (*POOLED_IN_REPORT, *NON_RESULT_KEYS)
+
+
+def among(key: str, keys) -> bool:
+    """Whether dotted `key` is one of `keys` or lies under one of them (a subtree such as `study`)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1} (lists stay values)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _set(config: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def recorded_config(config: dict, fingerprint: str) -> dict:
+    """What a run folder records as its config (summary.json, checkpoint.pt, .hydra/config.yaml): the
+    resolved config with the data's content fingerprint as data.fingerprint and LOCAL_PATHS as null."""
+    out = copy.deepcopy(config)
+    _set(out, FINGERPRINT_KEY, fingerprint)
+    for key in LOCAL_PATHS:
+        _set(out, key, None)
+    return out
+
+
+def result_config(config: dict) -> dict:
+    """A run's identity: its (recorded) config as dotted keys, less NON_RESULT_KEYS."""
+    return {k: v for k, v in flatten(config).items() if not among(k, NON_RESULT_KEYS)}
+
+
+def differing_keys(saved: dict, current: dict) -> list[str]:
+    """The identity keys whose values differ. A key that only one side has is not compared: a
+    record written before that key existed (or after it was dropped) still matches."""
+    a, b = result_config(saved), result_config(current)
+    return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Whether a recorded config and the current one describe the same run (NON_RESULT_KEYS aside)."""
+    return not differing_keys(saved, current)
+
+
+class IdentityError(DropbnError):
+    """A run folder holds a run of another config."""
+
+    def __init__(self, path, saved: dict, current: dict):
+        keys = differing_keys(saved, current)
+        a, b = result_config(saved), result_config(current)
+        shown = ", ".join(f"{k}={_show(a[k])} (now {_show(b[k])})" for k in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        super().__init__(f"{path} holds a run of another config: {shown}{more}; train.force=true "
+                         f"replaces it, or choose another folder (another name=..., or hydra.run.dir=...)")
+        self.keys = keys
+
+
+def _show(v) -> str:
+    return json.dumps(v, default=str) if not isinstance(v, str) else v

@@ -17,7 +17,8 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from .identity import fit_name, full_folder_name
-from .layout import FOLDER_NAME, HYDRA_CONFIG, HYDRA_HYDRA, HYDRA_OVERRIDES, TRAIN_LOG, RunDir
+from .layout import FOLDER_NAME, HYDRA_CONFIG, HYDRA_HYDRA, HYDRA_OVERRIDES, TRAIN_LOG
+from .run_dir import RunDir
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"  # train.log: console lines with a time stamp
 

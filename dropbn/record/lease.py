@@ -1,7 +1,9 @@
-"""Run claims: one process at a time trains a run folder, so several processes (or a SLURM
-array) can work through the same sweep; torch-free (`dropbn status` reads claims too).
+"""The run lease: one process at a time trains a run folder, so several processes (or a SLURM
+array) can work through the same sweep; torch-free (`dropbn status` reads leases too).
 
-A claim is a file `claim.<n>.json` in the run folder: host, pid, start time and the
+Users and messages call a lease a *claim*: its file is `claim.<n>.json` in the run folder, and its
+timeout is `train.claim_timeout`. In code it is a lease, apart from the report's scientific claims.
+A lease (claim) is a file `claim.<n>.json` in the run folder: host, pid, start time and the
 owner's claim timeout. Its modification time is the heartbeat, refreshed by a daemon
 thread every min(30 s, timeout / 4) through the file's own descriptor (so a process
 that lost its claim never touches another's). The claim of a folder is its
@@ -89,7 +91,7 @@ def _pid_alive(pid: int) -> bool:
 
 # ---------------------------------------------------------------- reading claims
 @dataclass(frozen=True)
-class ClaimInfo:
+class LeaseInfo:
     """What one claim file says."""
 
     path: Path
@@ -141,7 +143,7 @@ def _numbers(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in map(_CLAIM_RE.match, names) if m)
 
 
-def read_claim(path: Path) -> ClaimInfo | None:
+def read_lease(path: Path) -> LeaseInfo | None:
     """A claim file's content; None if it vanished. An unreadable one reads as an unknown owner
     (judged by its heartbeat alone)."""
     try:
@@ -163,26 +165,26 @@ def read_claim(path: Path) -> ClaimInfo | None:
         except (TypeError, ValueError):
             return None
 
-    return ClaimInfo(path=Path(path), number=int(m.group(1)) if m else 0, host=str(d.get("host", "?")),
+    return LeaseInfo(path=Path(path), number=int(m.group(1)) if m else 0, host=str(d.get("host", "?")),
                      pid=num("pid", int) or 0, machine=str(d.get("machine", "")), token=str(d.get("token", "")),
                      started=num("started") or st.st_mtime, heartbeat=st.st_mtime,
                      timeout=num("timeout"), released=num("released"))
 
 
-def current(folder) -> ClaimInfo | None:
+def current(folder) -> LeaseInfo | None:
     """The claim of a run folder: its highest-numbered claim file, or None if it has none."""
     folder = Path(folder)
     for _ in range(5):  # a file may vanish between listing and reading (a takeover cleans up)
         numbers = _numbers(folder)
         if not numbers:
             return None
-        info = read_claim(folder / claim_name(numbers[-1]))
+        info = read_lease(folder / claim_name(numbers[-1]))
         if info is not None:
             return info
     return None
 
 
-def has_claim(folder) -> bool:
+def has_lease(folder) -> bool:
     return bool(_numbers(Path(folder)))
 
 
@@ -190,12 +192,12 @@ def has_claim(folder) -> bool:
 class Busy(Exception):
     """The run folder is claimed by a live process."""
 
-    def __init__(self, info: ClaimInfo):
+    def __init__(self, info: LeaseInfo):
         self.info = info
         super().__init__(info.describe())
 
 
-class Claim:
+class Lease:
     """A claim this process holds: a heartbeat thread keeps it alive until `release()`
     (or the end of a `with` block, whatever the exit path)."""
 
@@ -206,17 +208,17 @@ class Claim:
         self._fd = fd
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost: ClaimInfo | None = None  # the claim that replaced ours, if one did
+        self.lost: LeaseInfo | None = None  # the claim that replaced ours, if one did
         _HELD.add(record["token"])
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> "Lease":
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
     def start_heartbeat(self) -> None:
-        self._thread = threading.Thread(target=self._beat, name=f"dropbn-claim-{self.folder.name}",
+        self._thread = threading.Thread(target=self._beat, name=f"dropbn-lease-{self.folder.name}",
                                         daemon=True)
         self._thread.start()
 
@@ -300,8 +302,8 @@ def _create_in_place(path: Path, data: bytes) -> int | None:
         raise
 
 
-def acquire(folder, timeout: float) -> Claim:
-    """Claim run folder `folder` for this process, taking over a dead claim; raise `Busy` if a
+def acquire(folder, timeout: float) -> Lease:
+    """Take the lease of run folder `folder` for this process, taking over a dead claim; raise `Busy` if a
     live process holds it. `timeout`: seconds without a heartbeat after which a claim is dead
     (train.claim_timeout). Use the result as a context manager: it releases on every exit."""
     folder = Path(folder)
@@ -319,7 +321,7 @@ def acquire(folder, timeout: float) -> Claim:
         fd = _create(folder, number, record)
         if fd is None:
             continue  # another process created that number first: look again
-        claim = Claim(folder, number, fd, record)
+        claim = Lease(folder, number, fd, record)
         if max(_numbers(folder), default=number) > number:  # we looked long ago: someone is past us
             claim._withdraw()
             continue

@@ -8,33 +8,32 @@ reason).  Metrics that hold NaN or an infinity are named in the row's
 
 Configurations: the config keys (flattened, 'reg.dropout') that take more than
 one value across the runs -- except the seed and keys that never change results
-(dropbn.record.layout.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
+(dropbn.record.identity.REPORT_IGNORED) -- define the configurations.  Each gets a short human label built
 from its regularisation kind ('none', 'dropout', 'batchnorm', 'both',
 'dropout_before_bn', ...) plus any varying value the kind does not already
 determine ('both, lr=0.3').
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from tqdm import tqdm
 
 from ..base.datasets import DATASETS
 from ..base.errors import DropbnError
-from ..record.layout import HYDRA_CONFIG, HYDRA_DIR, METRICS, MODEL_TXT, REPORT_IGNORED, SUMMARY, among, flatten, is_run_dir
+from ..record.identity import REPORT_IGNORED, among, flatten
+from ..record.layout import MODEL_TXT
+from ..record.reader import load_summary, metrics_path, read_hydra_config, read_metrics as read_metrics_rows
+from ..record.scan import find_runs
 from ..record.summary import Summary, diagnostic_columns, vs_column
 
 ENV_FIELDS = ("platform", "cpu_count", "threads", "parallel_runs")  # summary.json env fields kept as env_* columns
 LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
-REPORT_MARK = "report.md"  # a folder holding this is a report's output, not a run
 REG_KEYS = ("reg.norm", "reg.dropout", "reg.input_dropout", "reg.order")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
@@ -52,35 +51,6 @@ class Collection:
     skipped: list = field(default_factory=list)   # (folder, reason)
     varying: list = field(default_factory=list)   # config keys that vary (not REPORT_IGNORED)
     dims: list = field(default_factory=list)      # varying keys shown in labels (not fixed by kind)
-
-
-# ---------------------------------------------------------------- finding runs
-
-def find_run_dirs(roots) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """[(root, run folder)] under each root (a root may itself be a run), and skipped leaf folders."""
-    found, skipped, seen = [], [], set()
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise DropbnError(f"{root}: no such folder")
-        for here, dirs, _files in os.walk(root):
-            p = Path(here)
-            dirs.sort()
-            if p.name == HYDRA_DIR:
-                dirs[:] = []
-                continue
-            if (p / REPORT_MARK).is_file():   # an earlier report's output
-                dirs[:] = []
-                continue
-            if is_run_dir(p):
-                dirs[:] = []
-                key = p.resolve()
-                if key not in seen:
-                    seen.add(key)
-                    found.append((root, p))
-            elif not dirs and p != root:
-                skipped.append((str(p), "no summary.json, metrics.csv or .hydra/"))
-    return found, skipped
 
 
 # ---------------------------------------------------------------- reading one run
@@ -112,7 +82,7 @@ def _num_classes(folder: Path, data_name) -> int | None:
 
 def read_metrics(folder: Path) -> pd.DataFrame | None:
     try:
-        df = pd.read_csv(folder / METRICS)
+        df = pd.read_csv(metrics_path(folder))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
     return df if "epoch" in df.columns else None
@@ -134,40 +104,30 @@ def not_a_number(summary: dict) -> str | None:
 def nonfinite(summary: dict | None, folder: Path) -> list[str]:
     """The metrics holding NaN or an infinity: summary.json columns, and metrics.csv columns."""
     bad = [k for k in NUMBER_COLUMNS if _is_number((summary or {}).get(k)) and not math.isfinite(summary[k])]
-    try:
-        with open(folder / METRICS, newline="") as f:
-            cols = set()
-            for row in csv.DictReader(f):
-                for k, v in row.items():
-                    try:
-                        if k and not math.isfinite(float(v)):
-                            cols.add(k)
-                    except (TypeError, ValueError):
-                        pass
-    except (OSError, UnicodeDecodeError, csv.Error):
-        cols = set()
+    cols = set()
+    for row in read_metrics_rows(folder) or []:
+        for k, v in row.items():
+            try:
+                if k and not math.isfinite(float(v)):
+                    cols.add(k)
+            except (TypeError, ValueError):
+                pass
     return bad + [f"metrics.csv {c}" for c in sorted(cols)]
 
 
 def read_run(root: Path, folder: Path) -> tuple[dict | None, pd.DataFrame | None, str | None]:
     """(row, metrics, skip reason) for one run folder."""
-    summary, config = None, None
-    if (folder / SUMMARY).is_file():
-        try:
-            summary = json.loads((folder / SUMMARY).read_text())
-            if not isinstance(summary, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            return None, None, f"unreadable summary.json ({type(e).__name__}: {str(e)[:80]})"
+    config = None
+    summary, unreadable = load_summary(folder)
+    if unreadable:
+        return None, None, unreadable
+    if summary is not None:
         wrong = not_a_number(summary)
         if wrong:
             return None, None, f"summary.json: {wrong} is not a number"
         config = summary.get("config")
-    if config is None and (folder / HYDRA_CONFIG).is_file():
-        try:
-            config = yaml.safe_load((folder / HYDRA_CONFIG).read_text())
-        except (OSError, yaml.YAMLError):
-            config = None
+    if config is None:
+        config = read_hydra_config(folder)
     metrics = read_metrics(folder)
     if summary is None and metrics is None and config is None:
         return None, None, "no summary.json, readable metrics.csv or .hydra/config.yaml"
@@ -341,7 +301,8 @@ def facet(runs: pd.DataFrame, dims, max_lines: int = 6) -> Facet | None:
 def collect(roots, progress: bool | None = None, log=print, ignore=()) -> Collection:
     """`ignore`: config keys that do not define configurations even when they vary
     (a study's tuned keys: each variant has its own value)."""
-    found, skipped = find_run_dirs(roots)
+    scan = find_runs(roots)
+    found, skipped = scan.found, scan.skipped
     if not found:
         where = ", ".join(str(r) for r in roots)
         raise DropbnError(f"no run folders (summary.json / metrics.csv / .hydra) under {where}")

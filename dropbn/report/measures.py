@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..record.states import FINISHED
 from ..stats import exact, stats
 from .markdown import signed
 
@@ -82,9 +83,9 @@ def failed_to_train(runs: pd.DataFrame) -> pd.Series:
 def arm(runs: pd.DataFrame, label: str) -> tuple[pd.DataFrame, str]:
     """(completed and diverged runs of a configuration, note on the runs left out)."""
     g = runs[runs["label"].astype(str) == label]
-    out = g[~g["status"].isin(["completed", "diverged"])]["status"].value_counts()
+    out = g[~g["status"].isin(FINISHED)]["status"].value_counts()
     note = ", ".join(f"{n} {'crashed (status failed)' if s == 'failed' else s}" for s, n in out.items())
-    return g[g["status"].isin(["completed", "diverged"])], note
+    return g[g["status"].isin(FINISHED)], note
 
 
 def itt_values(g: pd.DataFrame) -> tuple[np.ndarray, int, int]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..base.errors import DropbnError
-from ..record.layout import LOCAL_PATHS, atomic_write_bytes, atomic_write_text
+from ..record.identity import LOCAL_PATHS
+from ..record.layout import atomic_write_bytes, atomic_write_text
 from . import optional as O
 from . import sections as S
 from .collect import Collection

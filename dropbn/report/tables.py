@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from ..base.errors import DropbnError
+from ..record.states import FINISHED
 from ..record.summary import MODES, inf_column
 from ..stats import stats
 from .collect import Collection, make_label
@@ -201,7 +202,7 @@ def _std(r, metric, scale) -> str:
 
 def chance_or_acc(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed runs with their final test accuracy; diverged runs at chance (1 / classes)."""
-    r = runs[runs["status"].isin(["completed", "diverged"]) & ~((runs["status"] == "diverged")
+    r = runs[runs["status"].isin(FINISHED) & ~((runs["status"] == "diverged")
                                                                 & runs["num_classes"].isna())].copy()
     r["acc_for_plot"] = stats.intention_to_treat(r["final_test_acc"].astype(float), r["status"] == "diverged",
                                                  r["num_classes"].astype(float)).values
@@ -221,7 +222,7 @@ def sweep_table(df: pd.DataFrame, x: str, y: str, order, count_failed: bool = Fa
         for xv in xs:
             h = g[g[x] == xv]
             txt = stats.fmt_ci(stats.mean_ci(completed(h)[y]), 100, 2)
-            h = h[h["status"].isin(["completed", "diverged"])]
+            h = h[h["status"].isin(FINISHED)]
             if count_failed and len(h):
                 k, diverged = int(failed[h.index].sum()), int((h["status"] == "diverged").sum())
                 how = [f"{diverged} diverged" if diverged else "", f"{k - diverged} at chance" if k > diverged else ""]

@@ -15,7 +15,7 @@ process, with the user's overrides (so the configured Hydra launcher, skip and r
 for any sweep): `out_root=<out_root>/<name> name=tune|final`; under a joblib launcher a stage's
 sweeps share its n_jobs workers side by side, and under the SLURM launcher they are all submitted
 at once (sweeps.run_packed); other launchers take them one after another. No study.* override is passed down,
-and `study` is a non-result key (dropbn.record.layout.NON_RESULT_KEYS), so study.* never enters a run's
+and `study` is a non-result key (dropbn.record.identity.NON_RESULT_KEYS), so study.* never enters a run's
 folder name or identity.
 
 A search key that a variant's validation rejects (a dropout rate for reg=none) is skipped for
@@ -24,9 +24,9 @@ variant otherwise gets the same space and budget. `study.searcher=optuna` sample
 `study.trials` points per variant with Optuna's TPE sampler from the same lists, storing the
 search in `<out_root>/<name>/optuna.db` so an interrupted search resumes.
 
-Modules: spec (the study.* settings), overrides (override text), compose (Hydra's compose API),
-plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a stage's sweeps run
+Modules: spec (the study.* settings), overrides (override text), plan (variants, search points, sweeps and run folders; nothing trained), sweeps (a stage's sweeps run
 as child `dropbn train -m` processes, and the wait for other processes' runs), children (those child
 processes and their signals), search_optuna (the Optuna searcher), stages (tune, select, final,
-report). The command line (usage, entry point) is dropbn/commands/study_cmd.py.
+report). Hydra's compose API for planning is dropbn/config/compose.py; the command line (usage,
+entry point) is dropbn/commands/study_cmd.py.
 """

@@ -7,18 +7,17 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..base.errors import ConfigError, DropbnError
+from ..base.parallel import joblib_workers, own_allocations
+from ..config.compose import Composer
+from ..config.precheck import OverrideError, check_group_choices, explain, expand_jobs, override_dirname
+from ..config.schema import RULES
 from ..config.validation import unknown_key_hint, validate
 from ..record.identity import folder_name
-from ..base.parallel import joblib_workers, own_allocations
-from ..base.errors import ConfigError, DropbnError
-from ..config.precheck import OverrideError, _check_group_choices, explain, expand_jobs
 from . import selection as S
-from ..config.schema import RULES
-from .compose import Composer
 from .overrides import fmt_point, merge_overrides, ov_value, to_py
 from .spec import parse_spec
 
@@ -77,7 +76,7 @@ class Plan:
     def _plan(self) -> None:
         hy = self.hy
         parsed = hy.parse(self.argv)  # malformed overrides, named one by one
-        _check_group_choices(parsed, hy.loader)
+        check_group_choices(parsed, hy.loader)
         self.passed: list[str] = []    # overrides passed down to every training sweep
         for line, o in zip(self.argv, parsed):
             key = o.key_or_group
@@ -148,7 +147,7 @@ class Plan:
                                                        "a validation split held out from the training set "
                                                        "(e.g. data.val_size=5000)")
             steps = OmegaConf.select(cfg, "train.steps")
-            if steps is not None:  # selection reads validation curves per whole epoch (report/selection.py)
+            if steps is not None:  # selection reads validation curves per whole epoch (study/selection.py)
                 raise ConfigError("train.steps", steps, "dropbn study budgets its runs in epochs: it selects "
                                                         "an epoch on validation (set train.steps=null and "
                                                         "train.epochs=N)")
@@ -244,7 +243,7 @@ class Plan:
         for job in expand_jobs(args, True, self.hy.loader):
             parsed = self.hy.parser.parse_overrides(job)
             app = [o for o in parsed if not o.is_hydra_override()]
-            folder = folder_name(get_overrides_dirname(app, self.exclude_keys, self.item_sep, self.kv_sep),
+            folder = folder_name(override_dirname(app, self.exclude_keys, self.item_sep, self.kv_sep),
                                  v.cfg.data.path, v.cfg.data.cache_dir)  # as the run's own resolver names it
             values = {o.key_or_group: o for o in app}
             point = tuple(ov_value(values[k].value()) for k in search_keys)

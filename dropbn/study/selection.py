@@ -22,21 +22,19 @@ report runs them again on the tune run records.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..record.reader import read_metrics, read_summary
+from ..record.states import LOST, MISSING, UNFINISHED
 from ..stats.stats import mean_ci
-from ..record.layout import METRICS, SUMMARY
 
 SELECTED = "selected.yaml"
 TUNE, FINAL = "tune", "final"  # a study's stage folders: <out_root>/<name>/tune|final/<run>/
 METRIC_DIRECTION = {"val_acc": "max", "val_loss": "min"}
 OTHER = {"val_acc": "val_loss", "val_loss": "val_acc"}
 VAL_COLUMNS = ("epoch", "val_acc", "val_loss")  # the only metrics.csv columns read here
-LOST = ("diverged", "failed", "missing", "unfinished")
 
 RULE = ("Per variant, the point with the best mean {metric} over the tune seeds wins ({direction}imised), "
         "at its best epoch: the epoch whose mean validation curve is best (the earliest on ties). "
@@ -69,30 +67,28 @@ class ValRun:
 def read_val_run(stage_dir: Path, run: str, seed: int) -> ValRun:
     """Status, train.schedule/epochs and validation curves of one run; never a test metric."""
     folder = Path(stage_dir) / run
-    status, schedule, epochs = "missing", None, None
+    status, schedule, epochs = MISSING, None, None
+    s = read_summary(folder)
     try:
-        s = json.loads((folder / SUMMARY).read_text())
-        status = str(s.get("status") or "unfinished")
+        if s is None:
+            raise ValueError
+        status = str(s.get("status") or UNFINISHED)
         train_cfg = (s.get("config") or {}).get("train") or {}
         schedule, epochs = train_cfg.get("schedule"), train_cfg.get("epochs")
-    except (OSError, ValueError, AttributeError):
+    except (ValueError, AttributeError):
         if folder.is_dir():
-            status = "unfinished"
+            status = UNFINISHED
     if status == "running":
-        status = "unfinished"
+        status = UNFINISHED
     val: dict = {m: {} for m in VAL_COLUMNS[1:]}
-    try:
-        with open(folder / METRICS, newline="") as f:
-            for row in csv.DictReader(f):
-                ep = _num(row.get("epoch"))
-                if ep is None:
-                    continue
-                for m in VAL_COLUMNS[1:]:
-                    v = _num(row.get(m))
-                    if v is not None:
-                        val[m][int(ep)] = v
-    except OSError:
-        pass
+    for row in read_metrics(folder) or []:
+        ep = _num(row.get("epoch"))
+        if ep is None:
+            continue
+        for m in VAL_COLUMNS[1:]:
+            v = _num(row.get(m))
+            if v is not None:
+                val[m][int(ep)] = v
     if status == "completed" and not val["val_acc"]:
         status = "failed"  # completed without a validation split: nothing to select on
     return ValRun(seed, run, status, val, schedule, epochs)

@@ -1,9 +1,8 @@
-"""The stages of `dropbn study` on a Plan: tune -> select (selected.yaml) -> final -> report."""
+"""The stages of `dropbn study` on a Plan: tune -> select (selected.yaml) -> final, then the report it is given."""
 from __future__ import annotations
 
 import shlex
 import time
-from pathlib import Path
 
 import yaml
 
@@ -88,14 +87,9 @@ class Study(Plan):
     def final(self) -> None:
         run_stage(self.dir, self.finals, workers=self.workers)
 
-    def report(self) -> Path:
-        # imported here: pandas and matplotlib take ~1.4 s to import, which `dropbn study --help` and a study
-        # stopped by a bad input (before any training) would otherwise wait for
-        from ..report.study_report import build
-
-        return build(self.dir)
-
-    def run(self) -> int:
+    def run(self, report) -> int:
+        """Tune, select, final, then `report(study folder)` -> the report's path (the study command passes
+        dropbn.report.study_report.build: the study package does not import the report)."""
         t0 = time.monotonic()
         try:
             n_tune = sum(len(v.grid()) if self.spec.searcher == "grid" else self.optuna_budget(v)
@@ -113,7 +107,7 @@ class Study(Plan):
             log(f"selected ({self.spec.select}, mean over tune seeds) -> {self.dir / S.SELECTED}")
             print(selection_table(doc), flush=True)
             self.final()
-            path = self.report()
+            path = report(self.dir)
             log(f"report: {path}")
             log(f"done in {time.monotonic() - t0:.0f} s")
             return 0

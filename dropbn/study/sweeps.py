@@ -3,7 +3,7 @@
 A stage (tune, final, one Optuna trial) ends only when every one of its runs has ended, so the
 selection and the report never read a stage that is still being trained. Several `dropbn study`
 processes (or `dropbn train -m` processes) may share a study folder: their training sweeps split
-the runs through run claims (dropbn/record/lease.py), and at the end of a stage each process waits for
+the runs through run leases (claim files, dropbn/record/lease.py), and at the end of a stage each process waits for
 the runs that others hold, and trains any run whose holder has gone (its claim is dead)."""
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from tqdm import tqdm
 
-from ..record import lease as claims
+from ..record import lease
+from ..record.states import FINISHED, TERMINAL
 from . import selection as S
 from ..base.errors import DropbnError, Interrupted
 from .children import Children, run_child, train_command
 from .overrides import merge_overrides
 
-DONE = ("completed", "diverged")                 # a run that a re-run would not change
-TERMINAL = ("completed", "diverged", "failed")   # a run that ended (a failed one is retried next time)
 POLL_S = 5.0   # how often a stage waiting for other processes' runs looks at their folders
 
 
@@ -41,7 +40,7 @@ def run_status(study_dir: Path, stage: str, folder: str) -> str:
 
 def pending(study_dir: Path, sw) -> list:
     """The sweep's jobs that a run of it would train (not completed or diverged)."""
-    return [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) not in DONE]
+    return [j for j in sw.jobs if run_status(study_dir, sw.stage, j[2]) not in FINISHED]
 
 
 def run_sweep(study_dir: Path, sw) -> None:
@@ -158,7 +157,7 @@ def run_stage(study_dir: Path, sweeps: list, poll_s: float = POLL_S, workers: in
                 for job in sw.jobs:
                     if run_status(study_dir, sw.stage, job[2]) in TERMINAL:
                         continue
-                    claim = claims.current(study_dir / sw.stage / job[2])
+                    claim = lease.current(study_dir / sw.stage / job[2])
                     if claim is not None and claim.dead_because() is None:
                         held.append(claim)
                     else:

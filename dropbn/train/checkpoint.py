@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..base.errors import DropbnError, first_line
-from ..record.layout import CHECKPOINT, RunDir, atomic_write_bytes
-from ..config.schema import Config
+from ..record.layout import CHECKPOINT, RESULTS_DIR, atomic_write_bytes
+from ..record.run_dir import RunDir
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "metrics", "train_seconds", "config")
 
@@ -57,7 +57,7 @@ def git_commit(repo: Path = Path(__file__).resolve().parents[2]) -> str | None:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                f":(exclude){Config.out_root}"], cwd=repo,
+                                f":(exclude){RESULTS_DIR}"], cwd=repo,
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

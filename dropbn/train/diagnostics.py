@@ -1,8 +1,8 @@
-"""Post-training diagnostics of a trained model, and the `dropbn diagnose` command.
+"""Post-training diagnostics of a trained model.
 
 `run_diagnostics(model, data, cfg, device)` is called by the training loop at
-the end of a completed run (train.diagnostics=true) and by `dropbn diagnose
-RUN_DIR ...` on finished runs. It never mutates the model it is given: every
+the end of a completed run (train.diagnostics=true) and, through `diagnose_run`, by
+`dropbn diagnose RUN_DIR ...` on finished runs (dropbn/commands/diagnose_cmd.py). It never mutates the model it is given: every
 measurement runs on a deep copy. It returns summary.json's "diagnostics", whose
 keys are defined once, for this writer and the report, in dropbn/record/summary.py
 (Diagnostics, VarianceShift, Inference).
@@ -20,26 +20,22 @@ and folded.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import sys
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from tqdm import tqdm
 
 from . import models
 from .bn import (BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recalibrate_bn, variance_shift,
                  worst_layer)
 from .data import Batches, Split, load_data
-from .device import place, resolve_device, set_threads, uses_channels_last
+from .device import place, resolve_device, uses_channels_last
 from ..base.errors import DropbnError
 from .evaluation import evaluate, time_models
 from .checkpoint import load_checkpoint
-from ..record.layout import CHECKPOINT, RunDir
+from ..record.run_dir import RunDir
 from ..record.summary import MODES, Diagnostics, Inference, VarianceShift
 
 TRAIN_SHIFT_IMAGES = 10_000  # training images the training-data variance shift is measured on
@@ -121,38 +117,7 @@ def _inference_ms(as_trained: nn.Module, folded: nn.Module, data, device, channe
             "throughput": {k: 256.0 / (v / 1000.0) for k, v in b256.items()}}
 
 
-# ---------------------------------------------------------------- dropbn diagnose
-def find_runs(paths) -> list[Path]:
-    """Run folders (holding checkpoint.pt) at or under each path, sorted, without duplicates."""
-    seen, out = set(), []
-    for p in paths:
-        p = Path(p)
-        cands = [p] if (p / CHECKPOINT).is_file() else []
-        if p.is_dir():
-            cands += sorted(c.parent for c in p.rglob(CHECKPOINT))
-        for c in cands:
-            r = c.resolve()
-            if r not in seen:
-                seen.add(r)
-                out.append(c)
-    return out
-
-
-def _describe(d: dict) -> str:
-    inf = d["inference"]
-    parts = []
-    vs = d["variance_shift"]
-    if vs:
-        parts.append(f"median var ratio: train {vs['train_worst_median_ratio']:.3f} ({vs['train_worst_layer']}), "
-                     f"test {vs['worst_median_ratio']:.3f} ({vs['worst_median_layer']}); "
-                     f"acc {vs['test_acc']:.4f} -> {vs['test_acc_recalibrated']:.4f} with BN statistics "
-                     f"re-estimated")
-    parts.append(f"{inf['bn_layers_folded']} BN folded (diff {inf['fold_max_abs_diff']:.1e})")
-    parts.append(f"b256 {inf['batch256_ms']['as_trained']:.2f}/{inf['batch256_ms']['folded']:.2f} ms, "
-                 f"b1 {inf['batch1_ms']['as_trained']:.3f}/{inf['batch1_ms']['folded']:.3f} ms")
-    return "; ".join(parts)
-
-
+# ---------------------------------------------------------------- a finished run
 def _load_data(cfg, device, data_cache: dict | None):
     """The run's data on `device`; `data_cache` keeps the last data set for the next run."""
     key = (json.dumps(OmegaConf.to_container(cfg.data), sort_keys=True), str(device))
@@ -185,59 +150,3 @@ def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict
     fresh["diagnostics"] = diag
     rd.write_summary(fresh)
     return diag
-
-
-def main(argv=None) -> int:
-    """`dropbn diagnose RUN_DIR [RUN_DIR ...]`."""
-    ap = argparse.ArgumentParser(
-        prog="dropbn diagnose",
-        description="Compute BN variance shift, BN folding and inference timing for finished runs "
-                    "and write them into each run's summary.json (key 'diagnostics').")
-    ap.add_argument("dirs", nargs="+", metavar="RUN_DIR",
-                    help="run folders, or folders searched recursively for runs (checkpoint.pt)")
-    ap.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    ap.add_argument("--skip-done", action="store_true", help="skip runs that already have diagnostics")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (default: torch's, usually all cores); "
-                         "timings are only meaningful on an otherwise idle machine")
-    args = ap.parse_args(argv)
-    set_threads(args.threads)
-
-    missing = [d for d in args.dirs if not Path(d).exists()]
-    if missing:
-        raise DropbnError(f"no such folder: {missing[0]}")
-    runs = find_runs(args.dirs)
-    todo, skipped = [], []
-    for r in runs:
-        s = RunDir(r).read_summary()
-        if not s or s.get("status") != "completed":
-            skipped.append((r, "not completed"))
-        elif args.skip_done and s.get("diagnostics"):
-            skipped.append((r, "already has diagnostics"))
-        else:
-            todo.append(r)
-    for r, why in skipped:
-        print(f"skip {r} ({why})", file=sys.stderr)
-    if not todo:
-        print(f"dropbn diagnose: nothing to do ({len(runs)} run folders found, {len(skipped)} skipped)",
-              file=sys.stderr)
-        return 0
-    failed, cache = 0, {}
-    bar = tqdm(todo, desc="diagnose", unit="run", dynamic_ncols=True)
-    for r in bar:
-        bar.set_postfix_str(r.name, refresh=True)
-        try:
-            d = diagnose_run(r, args.device, cache)
-        except Exception as e:  # one broken run (or missing data set) should not stop the others
-            failed += 1
-            tqdm.write(f"FAILED {r}: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        tqdm.write(f"{r}: {_describe(d)}")
-    bar.close()
-    if failed:
-        raise DropbnError(f"diagnostics failed for {failed} of {len(todo)} runs (see above)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

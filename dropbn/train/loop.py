@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ..record import lease as claims
+from ..record import lease
 from . import models
 from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
@@ -38,8 +38,10 @@ from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
 from .evaluation import evaluate
 from .checkpoint import environment, load_checkpoint, save_checkpoint
-from ..record.layout import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
-                   remove_stale_tmp, same_config)
+from ..record.identity import IdentityError, recorded_config, same_config
+from ..record.layout import MODEL_TXT, finished_problem, remove_stale_tmp
+from ..record.run_dir import RunDir
+from ..record.states import FINISHED
 from ..base.parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
 from ..base.signals import requested_signal
@@ -49,7 +51,7 @@ from .tensorboard import TensorBoardLog
 log = logging.getLogger("dropbn")
 
 
-def train_period(job: Job, cfg, period: int) -> Epoch:
+def train_period(job: Built, cfg, period: int) -> Epoch:
     """Train `period` (1-based) of the budget on the next batches of the training stream; the lr
     scheduler steps after every step of a step run, after the period (the epoch) otherwise."""
     b = job.budget
@@ -64,8 +66,9 @@ def train_period(job: Job, cfg, period: int) -> Epoch:
 
 # ---------------------------------------------------------------- setup and resume
 @dataclass
-class Job:
-    """Everything one run trains with, built from its config by `setup`."""
+class Built:
+    """The built objects one run trains with (device, data, model, optimizer, batches), made from its
+    config by `setup`."""
 
     device: torch.device
     data: Data
@@ -82,7 +85,7 @@ class Job:
     parallel_runs: int | None = 1  # runs of this launch sharing the machine (dropbn/base/parallel.py)
 
 
-def setup(cfg, launcher=None) -> Job:
+def setup(cfg, launcher=None) -> Built:
     """Device, threads, data, model, optimizer and batches for `cfg`, seeded by cfg.seed.
 
     `launcher` (hydra.launcher of a sweep) sets the run's share of the cores when
@@ -108,7 +111,7 @@ def setup(cfg, launcher=None) -> Job:
         eval_sets["val"] = data.val
     eval_batches = {k: Batches(s, cfg.train.eval_batch_size, data.mean, data.std, channels_last=cl)
                     for k, s in eval_sets.items()}
-    return Job(device=device, data=data, model=model,
+    return Built(device=device, data=data, model=model,
                fwd=torch.compile(model) if cfg.train.compile else model,
                opt=opt, sched=sched, gen=gen, train_batches=train_batches, budget=budget,
                eval_batches=eval_batches,
@@ -130,7 +133,7 @@ def _set_rng_state(device, gen, s) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def checkpoint(job: Job, period: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
+def checkpoint(job: Built, period: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
     """The state after `period` periods: everything `resume` needs to continue bit-identically,
     mid-pass too (the stream's permutation and position, and the generator's state)."""
     return {"epoch": period,  # periods done: epochs in an epoch run
@@ -179,7 +182,7 @@ def begin(rd: RunDir, config: dict, start=None) -> None:
         raise DropbnError(f"run folder {rd.path} is not writable ({e.strerror or first_line(e)})") from None
 
 
-def resume(rd: RunDir, job: Job, cfg) -> tuple[list[dict], int, float]:
+def resume(rd: RunDir, job: Built, cfg) -> tuple[list[dict], int, float]:
     """(metrics rows, periods done, training seconds): from the run folder's checkpoint, else a fresh start.
     `check_folder` has checked that the checkpoint is readable and holds this config."""
     ckpt = None if cfg.train.force else load_checkpoint(rd)
@@ -202,7 +205,7 @@ def resume(rd: RunDir, job: Job, cfg) -> tuple[list[dict], int, float]:
 
 
 # ---------------------------------------------------------------- after each period
-def divergence(job: Job, period: int, ep: Epoch) -> dict | None:
+def divergence(job: Built, period: int, ep: Epoch) -> dict | None:
     """Where the run diverged in `period` (a non-finite loss, else non-finite weights), or None:
     the epoch and the step's index in it; in a step run, the passes done and the step's index in the run."""
     if ep.bad_step >= 0:
@@ -218,7 +221,7 @@ def divergence(job: Job, period: int, ep: Epoch) -> dict | None:
     return {"epoch": period, "step": step, "reason": reason}
 
 
-def metrics_row(job: Job, period: int, ep: Epoch, train_seconds: float) -> dict:
+def metrics_row(job: Built, period: int, ep: Epoch, train_seconds: float) -> dict:
     """The metrics.csv row of `period`: passes and steps done, loss and accuracy on every eval set,
     the lr of the last step, timings (`epoch_seconds`: the period's training time)."""
     t1 = time.perf_counter()
@@ -256,8 +259,9 @@ def run(cfg, out_dir, launcher=None, start=None) -> dict | None:
         return _skip_finished(rd, done)
     # ---- run claim (dropbn/record/lease.py): one process at a time trains a run folder ----
     try:
-        claim = claims.acquire(rd.path, cfg.train.claim_timeout)
-    except claims.Busy as busy:
+        rd.path.mkdir(parents=True, exist_ok=True)  # the first thing this call writes
+        claim = lease.acquire(rd.path, cfg.train.claim_timeout)
+    except lease.Busy as busy:
         log.info(f"{busy}, skipping: {rd.path}")
         return None
     except OSError as e:
@@ -309,7 +313,7 @@ def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
         return summary
 
 
-def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at, config: dict) -> dict:
+def finish(rd: RunDir, job: Built, cfg, rows: list[dict], status: str, diverged_at, config: dict) -> dict:
     """Write summary.json (with diagnostics after a completed run, when asked) and metrics.csv."""
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at,
                         params=models.count_params(job.model), data=job.data, config=config,

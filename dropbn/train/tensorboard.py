@@ -1,4 +1,5 @@
-"""TensorBoard: a run's own event file, and `dropbn export tensorboard` for finished runs.
+"""TensorBoard: the event file a run writes (`dropbn export tensorboard`, dropbn/commands/export_cmd.py,
+writes the same events for finished runs).
 
 With train.tensorboard=true the training loop writes into the run folder itself
 (`TensorBoardLog`): one scalar per metrics.csv column per epoch, step = epoch
@@ -18,15 +19,11 @@ TensorBoard is optional: pip install 'dropbn[tracking]'.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..base.errors import DropbnError
-from ..record.layout import CHECKPOINT, FINISHED, METRICS, NON_RESULT_KEYS, SUMMARY
+from ..record.identity import NON_RESULT_KEYS
 
 try:  # optional dependency (the `tracking` extra)
     from torch.utils.tensorboard import SummaryWriter
@@ -35,7 +32,6 @@ except ImportError:
     SummaryWriter = hparams_summaries = None
 
 EVENTS_GLOB = "events.out.tfevents.*"
-RUN_MARKERS = (SUMMARY, METRICS, CHECKPOINT, ".hydra")  # a folder holding one of these is a run folder
 # summary.json numbers shown next to the hyperparameters (those a run has)
 SUMMARY_METRICS = ("final_test_acc", "final_test_loss", "best_test_acc", "final_train_acc", "final_train_loss",
                    "generalization_gap", "final_val_acc", "final_val_loss", "best_val_acc",
@@ -146,96 +142,3 @@ class TensorBoardLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    try:
-        with open(run_dir / METRICS, newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
-
-
-def finished_runs(root: Path) -> list[tuple[Path, dict]]:
-    """(run folder, summary) of every completed or diverged run under root, in path order."""
-    runs = []
-    for p in sorted(root.rglob(SUMMARY)):
-        try:
-            s = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(s, dict) and s.get("status") in FINISHED:
-            runs.append((p.parent, s))
-    return runs
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Put folder tmp at dest; an old dest is moved aside first and removed after."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{tmp.name}")
-        dest.rename(old)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _check_dest(dest: Path) -> None:
-    """An export folder must lie outside every run folder and hold nothing but earlier exported events."""
-    for p in (dest, *dest.parents):
-        if any((p / marker).exists() for marker in RUN_MARKERS):
-            raise DropbnError(f"--out: {dest} would be inside the run folder {p}; dropbn never writes "
-                              f"into run folders: choose another --out")
-    if dest.is_dir() and any(not c.match(EVENTS_GLOB) for c in dest.iterdir()):
-        raise DropbnError(f"--out: {dest} exists and holds more than TensorBoard events: choose another --out")
-
-
-def export(dirs: list[Path], out: Path) -> list[Path]:
-    """Write the events of every finished run under dirs into out; returns the folders written."""
-    require()
-    out = out.expanduser().resolve()
-    plan = []
-    for d in dirs:
-        d = d.expanduser().resolve()
-        if not d.is_dir():
-            raise DropbnError(f"{d}: no such folder")
-        for run_dir, s in finished_runs(d):
-            dest = out / d.name / run_dir.relative_to(d)
-            _check_dest(dest)
-            plan.append((run_dir, s, dest))
-    if not plan:
-        raise DropbnError(f"no finished runs (summary.json with status completed or diverged) under "
-                          f"{', '.join(str(d) for d in dirs)}")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for run_dir, s, dest in plan:
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
-        try:
-            log = TensorBoardLog(True)
-            log.open(tmp, [])
-            for row in read_rows(run_dir):
-                log.epoch(row)
-            log.finish(s.get("config") or {}, s)
-            log.close()
-            _replace_dir(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        written.append(dest)
-    return written
-
-
-def main(argv: list[str]) -> int:
-    """`dropbn export tensorboard DIR... --out OUT`."""
-    ap = argparse.ArgumentParser(prog="dropbn export",
-                                 description="Write TensorBoard event files for the finished runs under "
-                                             "DIR (from metrics.csv and summary.json), one subfolder per run.")
-    ap.add_argument("format", choices=["tensorboard"], help="what to export to")
-    ap.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="folders with run folders (searched recursively)")
-    ap.add_argument("--out", required=True, type=Path, help="where the event files go (never a run folder)")
-    a = ap.parse_args(argv)
-    written = export(a.dirs, a.out)
-    print(f"wrote TensorBoard events of {len(written)} runs to {a.out.expanduser().resolve()}; "
-          f"view them with: tensorboard --logdir {a.out}")
-    return 0

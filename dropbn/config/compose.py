@@ -10,8 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from ..config.validation import CONFIG_DIR, FREE_FORM_KEYS
-from ..config.precheck import OverrideError, _parse_overrides, explain
+from .precheck import OverrideError, explain, parse_overrides
+from .validation import CONFIG_DIR, FREE_FORM_KEYS
 
 
 class Composer:
@@ -41,7 +41,7 @@ class Composer:
             raise OverrideError(explain(e, overrides, self.loader)) from None
 
     def parse(self, lines: list[str]) -> list:
-        return _parse_overrides(lines, self.loader)
+        return parse_overrides(lines, self.loader)
 
     def value(self, text: str):
         """Override text -> the Python value Hydra would set."""
