@@ -16,7 +16,7 @@ from dropbn.report import claims as C
 from dropbn.commands import report_cmd as report_cli
 from dropbn.report import anchors as A
 from dropbn.report import figures, render, sections, tables
-from dropbn.stats import stats
+from dropbn import stats
 from dropbn.report.collect import collect, facet, read_runs_csv
 
 from .conftest import ROOT

@@ -1,4 +1,4 @@
-"""dropbn.stats.stats, exact, power and the wording in markdown on known numbers: hand computations,
+"""dropbn.stats (summaries, comparisons), exact, power and the wording in markdown on known numbers: hand computations,
 textbook values and scipy cross-checks."""
 import itertools
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from dropbn.stats import exact, power, stats
+from dropbn import stats
+from dropbn.stats import exact, power
 from dropbn.report import markdown
 
 NAN = float("nan")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..base.datasets import DATASETS
-from ..stats import stats
+from .. import stats
 from .collect import fmt_value
 
 

@@ -11,7 +11,8 @@ from typing import Callable
 
 import pandas as pd
 
-from ..stats import power, stats
+from .. import stats
+from ..stats import power
 from .collect import Collection
 from .markdown import ci_text
 from .measures import FAILED_RULE, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from ..stats import stats  # noqa: E402
+from .. import stats  # noqa: E402
 from .collect import Facet  # noqa: E402
 from .shift import symmetric  # noqa: E402
 

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..record.states import FINISHED
-from ..stats import exact, stats
+from .. import stats
+from ..stats import exact
 from .markdown import signed
 
 CHANCE_MARGIN = 0.02   # final test accuracy below 1 / classes + this counts as "ended at chance"

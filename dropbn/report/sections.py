@@ -17,7 +17,8 @@ import pandas as pd
 from . import figures as F
 from . import claims as C
 from . import measures as M
-from ..stats import exact, stats
+from .. import stats
+from ..stats import exact
 from . import tables as T
 from .collect import Collection, Facet, facet
 from .markdown import fmt_p, md_table, num, slug

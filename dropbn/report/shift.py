@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..record.summary import vs_column
-from ..stats import stats
+from .. import stats
 from .collect import Collection
 from .markdown import fmt_robust
 

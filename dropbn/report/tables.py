@@ -12,7 +12,7 @@ import pandas as pd
 from ..base.errors import DropbnError
 from ..record.states import FINISHED
 from ..record.summary import MODES, inf_column
-from ..stats import stats
+from .. import stats
 from .collect import Collection, make_label
 from .measures import failed_to_train
 from .measures import steady_state as steady_state_runs

@@ -1,6 +1,6 @@
 """Exact tests for small samples: failed-run counts (Fisher's exact test, an exact stratified test
 pooling 2x2 strata, the smallest p each can give) and times to a target with censored runs (a
-permutation test on ranks). Pure functions on counts and numbers, like stats.py.
+permutation test on ranks). Pure functions on counts and numbers, like summaries.py.
 
   fisher_failed(failed_a, n_a, failed_b, n_b) -> CountTest    two-sided Fisher, with its min_p
   stratified_exact([(failed_a, n_a, failed_b, n_b), ...]) -> CountTest
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-from .stats import ALPHA
+from .summaries import ALPHA
 
 # Two-sided exact tests count outcomes "no more likely than the observed one"; this relative
 # tolerance keeps outcomes of equal probability (up to rounding) in, as scipy's fisher_exact does.

@@ -1,6 +1,6 @@
 """Seeds per arm that would detect a stated minimal effect at 80% power, for each test the claims
 table uses, at the level alpha / m of Holm's first step (m = the claims family's size). Pure
-functions like stats.py.
+functions like summaries.py.
 
   seeds_per_arm(effect, sd, alpha, power, m)      two-sample t-test (Welch rows), from the observed spread
   rank_seeds(effect, sd, alpha, power, m)         rank test: t-test seeds / its efficiency 3/pi
@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats as st
 
 from .exact import fisher_p_outcomes, rank_min_p
-from .stats import ALPHA
+from .summaries import ALPHA
 
 POWER = 0.80
 RANK_EFFICIENCY = 3 / math.pi   # asymptotic relative efficiency of Mann-Whitney vs the t-test, normal data

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..record.reader import read_metrics, read_summary
 from ..record.states import LOST, MISSING, UNFINISHED
-from ..stats.stats import mean_ci
+from ..stats.summaries import mean_ci
 
 SELECTED = "selected.yaml"
 TUNE, FINAL = "tune", "final"  # a study's stage folders: <out_root>/<name>/tune|final/<run>/
