@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     missing = [d for d in args.dirs if not Path(d).exists()]
     if missing:
         raise DropbnError(f"no such folder: {missing[0]}")
-    runs = [f for f in run_folders(args.dirs) if (f / CHECKPOINT).is_file()]
+    runs = [f for f in run_folders(args.dirs, checkpoints=True) if (f / CHECKPOINT).is_file()]
     todo, skipped = [], []
     for r in runs:
         s = read_summary(r)

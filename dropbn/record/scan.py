@@ -2,7 +2,7 @@
 
 A run folder holds summary.json, metrics.csv or Hydra's .hydra/ (a run that never got far);
 for `dropbn status`, a lease file (claim.<n>.json) as well: a run whose process has just
-started. The scan walks each root top-down in name order (a root may itself be a run),
+started; for `dropbn diagnose`, checkpoint.pt: a model to rebuild. The scan walks each root top-down in name order (a root may itself be a run),
 never enters a run folder, a hidden folder (.hydra/ included) or a report's output (a folder
 holding report.md), and lists each run once.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..base.errors import DropbnError
 from . import lease
-from .layout import HYDRA_DIR, METRICS, RECORD_FILES, SUMMARY, finished_problem
+from .layout import CHECKPOINT, HYDRA_DIR, METRICS, RECORD_FILES, SUMMARY, finished_problem
 from .reader import read_metrics, read_summary
 from .states import FINISHED
 
@@ -33,9 +33,10 @@ class Scan:
     skipped: list = field(default_factory=list)  # [(folder, why)]: leaf folders that hold no run
 
 
-def find_runs(roots, leases: bool = False, command: str = "") -> Scan:
-    """The run folders at or below each root (module docstring). `leases`: a folder holding only a
-    lease file is a run too. A root that is not a folder raises DropbnError("<command>: <root>: ...")."""
+def find_runs(roots, leases: bool = False, checkpoints: bool = False, command: str = "") -> Scan:
+    """The run folders at or below each root (module docstring). `leases` / `checkpoints`: a folder
+    holding only a lease file / only checkpoint.pt is a run too. A root that is not a folder raises
+    DropbnError("<command>: <root>: no such folder")."""
     scan, seen = Scan(), set()
     for root in map(Path, roots):
         if not root.is_dir():
@@ -46,7 +47,7 @@ def find_runs(roots, leases: bool = False, command: str = "") -> Scan:
             if (p / REPORT_MARK).is_file():   # an earlier report's output
                 dirs[:] = []
                 continue
-            if is_run_dir(p) or (leases and lease.has_lease(p)):
+            if is_run_dir(p) or (leases and lease.has_lease(p)) or (checkpoints and (p / CHECKPOINT).is_file()):
                 dirs[:] = []
                 key = p.resolve()
                 if key not in seen:
