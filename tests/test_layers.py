@@ -109,7 +109,8 @@ def test_no_import_circle_between_modules():
 
 
 def test_small_modules_with_distinct_names_and_few_at_the_top():
-    long = {str(p.relative_to(PKG.parent)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    lines = {str(p.relative_to(PKG.parent)): len(p.read_text().splitlines()) for p in MODULES.values()}
+    long = {p: n for p, n in lines.items() if n > MAX_LINES}
     assert not long, long
     names = Counter(p.name for p in MODULES.values() if p.name != "__init__.py")
     assert not [n for n, c in names.items() if c > 1], names.most_common(3)

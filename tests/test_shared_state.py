@@ -19,7 +19,7 @@ IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-u
 LOADER = textwrap.dedent("""
     import hashlib, json, sys
     from omegaconf import OmegaConf
-    from dropbn.data import load_raw
+    from dropbn.train.data import load_raw
     cfg = OmegaConf.create(dict(name="mnist", root=sys.argv[1], path=None, cache_dir=sys.argv[2],
                                 download=False, image_size=None))
     out = load_raw(cfg)

@@ -2,9 +2,9 @@
 
 A run folder holds summary.json, metrics.csv or Hydra's .hydra/ (a run that never got far);
 for `dropbn status`, a lease file (claim.<n>.json) as well: a run whose process has just
-started; for `dropbn diagnose`, checkpoint.pt: a model to rebuild. The scan walks each root top-down in name order (a root may itself be a run),
-never enters a run folder, a hidden folder (.hydra/ included) or a report's output (a folder
-holding report.md), and lists each run once.
+started; for `dropbn diagnose`, checkpoint.pt: a model to rebuild. The scan walks each root
+top-down in name order (a root may itself be a run), never enters a run folder, a hidden folder
+(.hydra/ included) or a report's output (a folder holding report.md), and lists each run once.
 """
 from __future__ import annotations
 
