@@ -722,3 +722,21 @@ def test_committed_studies_are_complete_under_their_presets(exp):
     r = run_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].endswith("; nothing left to train")
+
+
+@needs_mnist
+def test_tune_runs_never_evaluate_the_test_set_and_final_runs_record_predictions(study):
+    from dropbn.record.predictions import read_predictions
+    tune = [d for d in (study["dir"] / "tune").iterdir() if (d / "summary.json").is_file()]
+    assert len(tune) == 4
+    for run in tune:
+        header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert "val_acc" in header and not [k for k in header if k.startswith("test_")], run
+        s = json.loads((run / "summary.json").read_text())
+        assert s["final_test_acc"] is None and s["generalization_gap"] is None and s["best_test_acc"] is None
+        p = read_predictions(run / "predictions.npz")
+        assert p.labels("test") is None and p.get("val", "final") is not None
+    for run in (study["dir"] / "final").iterdir():
+        s = json.loads((run / "summary.json").read_text())
+        p = read_predictions(run / "predictions.npz")
+        assert float((p.get("test", "final") == p.labels("test")).mean()) == s["final_test_acc"]

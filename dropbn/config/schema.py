@@ -238,6 +238,7 @@ class TrainConfig:
     force: bool = key(False, Bool())                   # re-run a completed run instead of skipping it
     progress: bool = key(True, Bool())                 # tqdm bars
     diagnostics: bool = key(True, Bool())              # variance shift, BN folding, inference timing at the end
+    eval_test: bool = key(True, Bool())                # evaluate the test set (false in a study's tune stage)
     tensorboard: bool = key(False, Bool())             # TensorBoard event files in the run folder
     objective: str = key("val_acc", OneOf("dropbn.record.objective:OBJECTIVES"))  # what a run returns to a sweeper
     claim_timeout: float = key(600.0, Num(0.0, lo_open=True))  # seconds: an older run claim is taken over

@@ -171,7 +171,7 @@ def folder_name(override_dirname: str, data_path=None, cache_dir=None) -> str:
 # train.eval_batch_size: evaluation is in eval mode (dropout off, BN running statistics; the diagnostics
 # pool their sums over batches), so the batch size changes only float rounding, like train.threads.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
-                   "train.eval_batch_size", "train.diagnostics", "train.tensorboard", "train.objective",
+                   "train.eval_batch_size", "train.eval_test", "train.diagnostics", "train.tensorboard", "train.objective",
                    "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study")
 # Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
 LOCAL_PATHS = ("data.root", "data.cache_dir")

@@ -13,7 +13,7 @@ SELECTS = tuple(S.METRIC_DIRECTION)
 SEARCHERS = ("grid", "optuna")
 # keys a study sets itself (or that do not change what a run computes): never searched or compared
 NOT_SEARCHABLE = ("seed", "name", "out_root", "device", "data.root", "data.cache_dir", "data.download",
-                  "train.force", "train.progress", "train.threads", "train.diagnostics")
+                  "train.force", "train.progress", "train.threads", "train.diagnostics", "train.eval_test")
 
 
 def flatten_space(node, where: str) -> list[tuple[str, list]]:
