@@ -740,3 +740,30 @@ def test_tune_runs_never_evaluate_the_test_set_and_final_runs_record_predictions
         s = json.loads((run / "summary.json").read_text())
         p = read_predictions(run / "predictions.npz")
         assert float((p.get("test", "final") == p.labels("test")).mean()) == s["final_test_acc"]
+
+
+def test_rule_means_equal_to_float_rounding_are_tied(tmp_path):
+    """tuned_placement_mnist_mlp's dropout_before_bn (all blocks): 0.9772 at lr 0.03 against
+    0.9772000000000001 at lr 0.1, two seeds on 5,000 validation images. The same count of images:
+    tied, so the lower validation loss (lr 0.03) wins; a real difference of one image still counts."""
+    def run(name, acc, loss, val=5000):
+        make_tune_run(tmp_path / name, [acc], val_loss=[loss])
+        s = json.loads((tmp_path / name / "summary.json").read_text())
+        s["data_sizes"] = {"train": 55000, "val": val, "test": 10000}
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+
+    run("lr=0.03,seed=0", 4880 / 5000, 0.12)   # mean 0.9763999999999999
+    run("lr=0.03,seed=1", 4884 / 5000, 0.125)
+    run("lr=0.1,seed=0", 4882 / 5000, 0.22)     # mean 0.9764: the same 9,764 images, a hair "better"
+    run("lr=0.1,seed=1", 4882 / 5000, 0.23)
+    lr003, lr01 = (4880 / 5000 + 4884 / 5000) / 2, (4882 / 5000 + 4882 / 5000) / 2
+    assert lr01 > lr003 and lr01 - lr003 < 1e-15  # raw floats would pick lr 0.1, against the val loss
+    order = [("0.03", [0, 1]), ("0.1", [0, 1])]
+    ranked = S.score_variant(tmp_path, cands(order), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["0.03", "0.1"]
+    ranked = S.score_variant(tmp_path, cands(order[::-1]), "val_acc")  # whatever the search order
+    assert [p.point["optim.lr"] for p in ranked] == ["0.03", "0.1"]
+    run("lr=0.3,seed=0", 4883 / 5000, 0.30)     # one image more over the two seeds: better
+    run("lr=0.3,seed=1", 4882 / 5000, 0.30)
+    ranked = S.score_variant(tmp_path, cands([*order, ("0.3", [0, 1])]), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["0.3", "0.03", "0.1"]
