@@ -290,7 +290,8 @@ def check_schema(d, *, bn: bool):
         names = [l["name"] for l in vs["layers"]]
         assert [l["name"] for l in vs["train_layers"]] == names
         for l in vs["layers"] + vs["train_layers"]:
-            assert set(l) == {"name", "mean_ratio", "median_ratio", "max_ratio"}
+            assert set(l) == {"name", "mean_ratio", "median_ratio", "max_ratio", "median_mean2_over_var"}
+            assert l["median_mean2_over_var"] >= 0
             assert 0 < l["median_ratio"] <= l["max_ratio"] and l["mean_ratio"] <= l["max_ratio"]
         w = next(l for l in vs["layers"] if l["name"] == vs["worst_layer"])
         assert w == worst_layer(vs["layers"]) and vs["worst_mean_ratio"] == w["mean_ratio"]
