@@ -5,7 +5,12 @@ stats.py     mean ± 95% CI, Welch difference with Hedges' g, spread and rank co
 exact.py     exact tests for small samples: Fisher / stratified on failed runs, ranks of censored times
 power.py     seeds per arm that would detect a minimal effect, for each of those tests
 measures.py  which runs and values enter a claim, and one test per kind of quantity
+claim_file.py  claims files (YAML, the default configs/claims/article.yaml) read and checked into a ClaimSet
+registration.py  claims registered before the runs (sha256): confirmatory / exploratory / not pre-registered
+arms.py      which configurations each claim compares (contexts, baselines, matched contrasts)
+forms.py     intersection-union, equivalence (TOST), gap components, the second interval
 claims.py    the claims table: claims per context, trainability rows, Holm family, verdicts, power
+glance.py    the report's opening verdict table; forest.py its forest plot (figures/claims.png)
 tables.py    per-configuration statistics, the comparison table, optional sections' tables
 shift.py     variance shift (Li et al.): robust per-configuration summary, per-layer table, correlation
 figures.py   matplotlib figures (PNG bytes)

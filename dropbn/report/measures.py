@@ -31,7 +31,7 @@ ENV_KEYS = (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env
 @dataclass(frozen=True)
 class Measure:
     column: str      # runs column
-    unit: str        # pp | epochs | ratio | spread (claims.MIN_EFFECTS has one minimal effect each)
+    unit: str        # pp | epochs | ratio | spread (a claims file's min_effects has one minimal effect each)
     test: str        # welch | log-welch | rank | spread
     scale: float = 1.0
     itt: bool = False  # diverged runs enter at chance accuracy
@@ -44,6 +44,9 @@ MEASURES = {
     "seconds_per_epoch": Measure("seconds_per_epoch", "ratio", "log-welch"),
     "epochs_to_target": Measure("epochs_to_target", "epochs", "rank"),
     "seconds_to_target": Measure("seconds_to_target", "ratio", "rank"),
+    "val_selected_test_acc": Measure("val_selected_test_acc", "pp", "welch", 100),
+    "final_train_acc": Measure("final_train_acc", "pp", "welch", 100),
+    "variance_shift_ratio": Measure("vs_worst_median_ratio", "ratio", "log-welch"),
 }
 TIMING = {"seconds_per_epoch", "seconds_to_target"}
 
