@@ -50,7 +50,8 @@ RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLD
 # pool their sums over batches), so the batch size changes only float rounding, like train.threads.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
                    "train.eval_batch_size", "train.diagnostics", "train.tensorboard", "train.objective",
-                   "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study")
+                   "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study",
+                   "report.claims")
 # Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
 LOCAL_PATHS = ("data.root", "data.cache_dir")
 # Command-line choices that are not config values (a preset, a launcher): only folder names see them.

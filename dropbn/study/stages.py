@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from ..report import registration as R
 from ..report import selection as S
+from ..report.claim_file import load as load_claims
 from ..runs import atomic_write_text
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_TUNE, Plan, Sweep
@@ -79,6 +81,8 @@ class Study(Plan):
             "overrides": self.passed,
             "variants": out_variants,
         }
+        # the claims, fixed before the final stage trains (kept from an earlier call once a final run exists)
+        doc[R.KEY] = R.for_study(R.read_yaml(self.dir / S.SELECTED), self.dir / S.FINAL, load_claims(spec.claims))
         atomic_write_text("# dropbn study: the selection (validation metrics only). Written by `dropbn study`;\n"
                           "# point values are override text, as passed to `dropbn train`.\n"
                           + yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=110),
@@ -93,7 +97,7 @@ class Study(Plan):
         # stopped by a bad input (before any training) would otherwise wait for
         from ..report.study import build
 
-        return build(self.dir)
+        return build(self.dir, claims=self.spec.claims)
 
     def run(self) -> int:
         t0 = time.monotonic()
