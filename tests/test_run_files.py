@@ -26,7 +26,7 @@ NON_DEFAULT = {"name": "other", "out_root": "elsewhere", "device": "cpu", "train
                "train.progress": "false", "train.threads": "1", "train.eval_batch_size": "7", "train.eval_test": "false", "train.diagnostics": "false",
                "train.tensorboard": "true", "train.objective": "val_loss", "train.claim_timeout": "60",
                "data.root": "/r", "data.cache_dir": "/c", "data.download": "false", "data.path": "/p",
-               "study": "{select: val_loss}"}
+               "study": "{select: val_loss}", "report.claims": "[my_claims.yaml]"}
 
 
 def folder_name(*overrides: str) -> str:
