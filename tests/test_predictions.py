@@ -101,3 +101,50 @@ def test_reading_predictions_never_unpickles(tmp_path):
     (tmp_path / "junk.npz").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a readable predictions file"):
         read_predictions(tmp_path / "junk.npz")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two arms x two seeds of a tiny MLP, reported against a one-claim file."""
+    root = tmp_path_factory.mktemp("sweep")
+    r = run_cli(["train", "-m", *TINY, "data.train_size=1000", "train.epochs=1", "device=cpu", "train.threads=1",
+                 "reg=none,batchnorm", "seed=0,1", f"out_root={root}", "name=s"], cwd=root, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    claims = root / "claims.yaml"
+    claims.write_text("claims:\n  - {id: U1, text: BN beats none, a: {reg: batchnorm}, b: {reg: none}, "
+                      "quantity: final_test_acc, expect: greater}\n")
+    r = run_cli(["report", str(root / "s"), "--claims", str(claims), "--no-progress"], cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return root / "s"
+
+
+@needs_mnist
+def test_accuracy_claims_carry_the_interval_over_seeds_and_test_images(sweep):
+    import pandas as pd
+    from dropbn.stats.crossed import correctness, crossed_difference
+    row = pd.read_csv(sweep / "report" / "tables" / "claims.csv").set_index("claim").loc["U1"]
+
+    def arm(reg):
+        ps = [read_predictions(d / "predictions.npz") for d in sorted(sweep.glob(f"*,reg={reg},seed=*"))]
+        assert len(ps) == 2
+        return np.vstack([correctness(p.get("test", "final")[None, :], p.labels("test")) for p in ps])
+
+    expect = crossed_difference(arm("batchnorm"), arm("none"))
+    assert row["images_ci_low"] == pytest.approx(expect.lo * 100, rel=1e-9)
+    assert row["images_ci_high"] == pytest.approx(expect.hi * 100, rel=1e-9)
+    assert row["images_p"] == pytest.approx(expect.p, rel=1e-9)
+    assert row["diff"] == pytest.approx(expect.diff * 100, rel=1e-9)  # the same runs, the same difference
+    # the test images add their own sampling noise to the seeds' (its degrees of freedom, and so the
+    # width, can still come out below the seed-only Welch interval's when the seeds are few)
+    assert expect.se >= expect.se_seeds > 0 and expect.se_images >= 0
+    assert "Test images as a sample" in (sweep / "report" / "report.md").read_text()
+
+
+def test_timing_rows_need_runs_that_trained_alone_on_one_kind_of_machine():
+    import pandas as pd
+    from dropbn.report.measures import unequal_conditions
+    alone = pd.DataFrame({"env_parallel_runs": [1, 1], "env_platform": ["x", "x"], "env_cpu_count": [2, 2]})
+    assert unequal_conditions(alone, alone) == ""
+    assert unequal_conditions(alone, alone.assign(env_parallel_runs=[1, 2])) == "up to 2 runs shared the machine"
+    assert unequal_conditions(alone, alone.drop(columns="env_parallel_runs")) == "runs sharing the machine not recorded"
+    assert unequal_conditions(alone, alone.assign(env_platform=["y", "y"])) == "machines differ"

@@ -16,11 +16,12 @@ from .. import stats
 from ..stats import power
 from . import arms as A
 from . import forms as F
+from . import image_sample as IS
 from ..config import registration as R
 from ..config.claims_file import ClaimSet, MinEffect, load as load_claims
 from .collect import Collection
 from .markdown import ci_text
-from .measures import FAILED_RULE, Result, arm, failed_to_train, trainability
+from .measures import FAILED_RULE, TIMING, Result, arm, failed_to_train, trainability, unequal_conditions
 from .tables import with_context
 
 
@@ -29,7 +30,10 @@ COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic"
            "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
            "seeds_per_arm", "n_a", "n_b", "note"]
 # appended (claims.csv keeps COLUMNS first, in their order)
-EXTRA_COLUMNS = ["registration", "expect", "min_effect", "margin", *F.GAP_COLUMNS, *F.SECOND_COLUMNS]
+EXTRA_COLUMNS = ["registration", "expect", "min_effect", "margin", *F.GAP_COLUMNS, *F.SECOND_COLUMNS, *IS.COLUMNS,
+                 "conditions"]
+TEXT_COLUMNS = ("second_interval", "images_holds", "images_note", "conditions")
+UNEQUAL = "not measured under equal conditions"
 EQUIVALENT = "equivalent"
 
 
@@ -65,7 +69,7 @@ def claim_rows(coll: Collection, base: dict, claim_set: ClaimSet) -> tuple[list[
     found, skipped = A.in_context(runs, coll.dims, base, specs)
     m_found, m_skipped = A.matched(runs, coll.varying, specs)
     kind = dict(zip(runs["label"].astype(str), runs["kind"]))
-    rows, pairs = [], {}
+    rows, pairs, preds = [], {}, {}
     for p in found + m_found:
         c = p.claim
         column, unit = F.unit_of(c)
@@ -83,6 +87,9 @@ def claim_rows(coll: Collection, base: dict, claim_set: ClaimSet) -> tuple[list[
             row.update(gap)
             row["note"] = "; ".join(x for x in (row["note"], F.gap_note(gap)) if x)
         row.update(F.second_interval(res, unit, c.expect == EQUIVALENT))
+        (ga, _), (gb, _) = arm(runs, p.la), arm(runs, lb)
+        row.update(IS.interval(runs, ga, gb, c.quantity, preds))
+        row["conditions"] = unequal_conditions(ga, gb) if column in TIMING else ""
         rows.append(row)
         if not c.b.matched:  # the claims' own pairs of kinds, for the trainability rows
             for b in p.lbs:
@@ -221,10 +228,13 @@ def claims(coll: Collection, base: dict, claim_set: ClaimSet | None = None, regi
     df = pd.DataFrame(rows)
     for col in EXTRA_COLUMNS:
         if col not in df:
-            df[col] = "" if col == "second_interval" else math.nan
-    df["second_interval"] = df["second_interval"].fillna("")
+            df[col] = "" if col in TEXT_COLUMNS else math.nan
+    for col in TEXT_COLUMNS:
+        df[col] = df[col].fillna("")
     df["registration"] = [_registration(row, registered) for _, row in df.iterrows()]
-    family = (df["registration"] != R.EXPLORATORY).to_numpy()
+    df["conditions"] = df["conditions"].fillna("")
+    unequal = (df["conditions"] != "").to_numpy()  # timing rows whose arms shared a device: no test
+    family = ((df["registration"] != R.EXPLORATORY).to_numpy()) & ~unequal
     m = stats.family_size(df.loc[family, "p_value"])
     df["p_holm"] = math.nan
     df.loc[family, "p_holm"] = stats.holm(df.loc[family, "p_value"])
@@ -232,7 +242,9 @@ def claims(coll: Collection, base: dict, claim_set: ClaimSet | None = None, regi
     for fam, (_, row) in zip(family, df.iterrows()):
         r: Result = row["_result"]
         claim = row["_claim"]
-        if fam:
+        if row["conditions"]:
+            v, why, n = UNEQUAL, f"{row['conditions']}: left out of the Holm family", math.nan
+        elif fam:
             v, why, n = _verdict(row, r, max(m, 1), claim_set.min_effects)
         else:
             (v, why), n = _exploratory(r, row["_expect"], claim is not None and claim.expect == EQUIVALENT), math.nan
@@ -246,6 +258,7 @@ def claims(coll: Collection, base: dict, claim_set: ClaimSet | None = None, regi
     df["min_effect"] = [c.min_effect.value if c is not None else claim_set.min_effects["failed"].value
                         for c in df["_claim"]]
     df["margin"] = [c.margin if c is not None and c.margin is not None else math.nan for c in df["_claim"]]
+    IS.adjust(df, family)
     unreachable = sum(fam and math.isfinite(p) and r.min_p >= stats.ALPHA
                       for fam, p, r in zip(family, df["p_value"], df["_result"]))
     return ClaimsTable(df[COLUMNS + EXTRA_COLUMNS], skipped, m, int(unreachable))

@@ -231,6 +231,24 @@ def env_note(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
     return "timing: " + "; ".join(parts) if parts else ""
 
 
+def unequal_conditions(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
+    """Why the runs of a timing comparison were not timed under equal conditions ("" when they were):
+    every run must have trained alone on its machine (env.parallel_runs = 1, recorded), on the same
+    kind of machine (platform, CPU count, threads) and device."""
+    both = pd.concat([ga, gb])
+    col = "env_parallel_runs"
+    shared = both[col] if col in both else pd.Series([math.nan] * len(both))
+    if shared.isna().any():
+        return "runs sharing the machine not recorded"
+    if (shared.astype(float) > 1).any():
+        return f"up to {int(shared.astype(float).max())} runs shared the machine"
+    for col, name in (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env_threads", "thread counts"),
+                      ("device_used", "devices")):
+        if col in both and both[col].nunique(dropna=True) > 1:
+            return f"{name} differ"
+    return ""
+
+
 def steady_state(runs: pd.DataFrame) -> bool:
     """Whether the runs' seconds_per_epoch exclude the first epoch: runs that record first_epoch_seconds
     time it apart, and with more than one epoch the steady state is the mean of epochs 2..N."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import figures as F
 from . import claims as C
+from . import image_sample as IS
 from . import measures as M
 from .. import stats
 from ..stats import exact
@@ -228,6 +229,11 @@ def claims_rule(m: int, unreachable: int = 0, min_effects: dict | None = None, r
         "failed fractions, or, pooling several contexts as strata, the exact stratified test; the 95% CI of "
         "the difference in failed fractions is Newcombe's score interval with continuity correction (on the "
         "counts pooled over the strata, where strata are pooled).\n\n"
+        "**Which interval decides.** Verdicts use the seed-only interval (over the runs' accuracies on this "
+        "one test set). For accuracy rows claims.csv adds the interval that also treats the test images as a "
+        "sample (`images_*`, from the runs' predictions; below the table: which supported rows hold under it). "
+        "Timing rows are tested only where every run of both arms trained alone on the same kind of machine "
+        f"(`env.parallel_runs` = 1); otherwise they read **{C.UNEQUAL}** and stay out of the family.\n\n"
         "**Power.** An inconclusive row states the seeds per arm that would detect the minimal effect at 80% "
         f"power with a test at alpha/m, from the observed spread. Minimal effects — {effects}. A TOST note "
         "(difference within ± the minimal effect at alpha/m) is added where it holds; it is never a verdict.\n"
@@ -265,6 +271,8 @@ def claims(ctx: Context) -> Section:
               "Table: `tables/claims.csv`, `tables/claims.tex`.\n")
     else:
         s.add("_No claim could be checked with these runs._\n")
+    if len(cl):
+        s.add(IS.summary(cl))
     if ct.skipped:
         s.add("Claims not checked:\n")
         s.add("\n".join(C.skipped_lines(ct.skipped)) + "\n")
