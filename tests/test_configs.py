@@ -51,10 +51,10 @@ def test_reg_presets_mean_what_they_say():
 
 def test_dropout_after_bn_is_the_matched_partner_of_dropout_before_bn():
     """Report claim 8 compares the two: they differ in nothing but the swap of dropout and norm."""
-    from dropbn.report.claims import swap_dropout_norm
-    from dropbn.report.collect import fmt_value
+    from dropbn.report.arms import swap
+    from dropbn.record.identity import fmt_value
     before, after = (OmegaConf.to_container(compose(f"reg={r}").reg) for r in ("dropout_before_bn", "dropout_after_bn"))
-    assert swap_dropout_norm(fmt_value(before["order"])) == fmt_value(after["order"])
+    assert swap(fmt_value(before["order"]), "dropout", "norm") == fmt_value(after["order"])
     assert {k: v for k, v in before.items() if k != "order"} == {k: v for k, v in after.items() if k != "order"}
 
 

@@ -217,7 +217,10 @@ def test_ratio_mean_median_max_over_channels_are_exact():
         model(x[:1000])
         model(x[1000:])  # accumulated over batches
     (layer,) = st.ratios()
-    assert set(layer) == {"name", "mean_ratio", "median_ratio", "max_ratio"} and layer["name"] == "bn"
+    assert set(layer) == {"name", "mean_ratio", "median_ratio", "max_ratio", "median_mean2_over_var"}
+    assert layer["name"] == "bn"
+    # mean^2 / variance per channel: 25/1, 25/4, 25/0.25, 25/9 -> median (25/4 + 25/1) / 2
+    assert layer["median_mean2_over_var"] == pytest.approx((25 / 4 + 25) / 2, rel=1e-5)
     assert layer["mean_ratio"] == pytest.approx(23 / 4, rel=1e-5)
     assert layer["median_ratio"] == pytest.approx(3.0, rel=1e-5)  # (2 + 4) / 2: even channel count
     assert layer["max_ratio"] == pytest.approx(16.0, rel=1e-5)
@@ -287,7 +290,8 @@ def check_schema(d, *, bn: bool):
         names = [l["name"] for l in vs["layers"]]
         assert [l["name"] for l in vs["train_layers"]] == names
         for l in vs["layers"] + vs["train_layers"]:
-            assert set(l) == {"name", "mean_ratio", "median_ratio", "max_ratio"}
+            assert set(l) == {"name", "mean_ratio", "median_ratio", "max_ratio", "median_mean2_over_var"}
+            assert l["median_mean2_over_var"] >= 0
             assert 0 < l["median_ratio"] <= l["max_ratio"] and l["mean_ratio"] <= l["max_ratio"]
         w = next(l for l in vs["layers"] if l["name"] == vs["worst_layer"])
         assert w == worst_layer(vs["layers"]) and vs["worst_mean_ratio"] == w["mean_ratio"]
@@ -399,3 +403,25 @@ def test_diagnose_cli_errors(tmp_path, capsys):
         main([str(tmp_path / "missing")])
     assert main([str(tmp_path)]) == 0  # no runs: nothing to do, not an error
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_dropout_right_before_bn_shifts_the_variance_by_the_measured_mean():
+    """Inverted dropout at rate p feeding BN: running var / eval var = 1/(1-p) + p/(1-p) mean^2/var,
+    not 1/(1-p): the ratio `ratios()` measures against the prediction from its own measured input."""
+    p = 0.5
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20000, 8, generator=g) * torch.linspace(0.5, 2, 8) + torch.linspace(0, 1.5, 8)  # means > 0
+    bn = nn.BatchNorm1d(8, momentum=None)
+    model = nn.Sequential(OrderedDict([("drop", nn.Dropout(p)), ("bn", bn)]))
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for xb in x.split(500):  # cumulative running statistics of the train-mode (dropout on) input
+            model(xb)
+    model.eval()
+    with BNInputStats(model) as st, torch.no_grad():
+        model(x)
+    (layer,) = st.ratios()
+    predicted = 1 / (1 - p) + p / (1 - p) * layer["median_mean2_over_var"]
+    assert layer["median_mean2_over_var"] > 1  # far from the 1/(1-p) = 2 of a zero-mean input
+    assert layer["median_ratio"] == pytest.approx(predicted, rel=0.03)

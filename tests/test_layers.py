@@ -17,7 +17,7 @@ ALLOWED = {
     "train": {"base", "record"},
     "config": {"base", "record", "train"},  # train only inside functions: its registries, to validate names
     "study": {"base", "stats", "record", "config"},
-    "report": {"base", "stats", "record", "study"},
+    "report": {"base", "stats", "record", "config", "study"},  # config: claims files, their registration
     "commands": {"base", "stats", "record", "train", "config", "study", "report"},
 }
 TOP_MODULES = {"__init__", "cli", "callbacks"}  # the only modules at the top of dropbn/

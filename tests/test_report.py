@@ -16,6 +16,7 @@ from dropbn.report import claims as C
 from dropbn.commands import report_cmd as report_cli
 from dropbn.report import anchors as A
 from dropbn.report import figures, render, sections, tables
+from dropbn.report import measures as M
 from dropbn import stats
 from dropbn.report.collect import collect, facet, read_runs_csv
 
@@ -221,9 +222,14 @@ def test_claims_on_constructed_sweep(sweep):
     # changes at once. Its matched partner ([act,norm,dropout]) is not in this sweep: not checked.
     assert "8" not in r and "9" not in r
     assert dict(ct.skipped)["8"].startswith("no matched partner of dropout_before_bn")
-    # trainability rows for the comparisons with a failed run: Fisher, 1/4 vs 0/3
-    assert r["T1"]["test"] == "Fisher" and (r["T1"]["a"], r["T1"]["b"]) == ("both", "batchnorm")
-    assert r["T1"]["p_value"] == pytest.approx(1.0) and r["T1"]["value_a"] == 25.0
+    # trainability rows for the comparisons with a failed run: Fisher, 1/4 vs 0/3 (claim 7 compares 'both'
+    # with each single one, an intersection-union test: both pairs get a row)
+    assert [(r[t]["a"], r[t]["b"]) for t in ("T1", "T2")] == [("both", "dropout"), ("both", "batchnorm")]
+    assert r["T2"]["test"] == "Fisher" and r["T2"]["p_value"] == pytest.approx(1.0) and r["T2"]["value_a"] == 25.0
+    runs = collect([sweep[0]], progress=False).runs
+    ps = [stats.mean_difference(*(100 * M.itt_values(M.arm(runs, lab)[0])[0] for lab in ("both", b))).p
+          for b in ("dropout", "batchnorm")]
+    assert "intersection-union test" in r["7"]["note"] and r["7"]["p_value"] == pytest.approx(max(ps), rel=1e-12)
     # one family: Holm over every finite p, m stated
     assert ct.m == int(ct.df["p_value"].notna().sum()) == len(ct.df) - 1
     assert ct.df["p_holm"].tolist() == pytest.approx(stats.holm(ct.df["p_value"]).tolist(), nan_ok=True)
@@ -268,7 +274,7 @@ def test_matched_claims_change_one_thing(tmp_path):
     assert ct.m == int(ct.df["p_value"].notna().sum())
     # claims 1-7 have no baseline in any context: one line per reason, not one per claim and context
     lines = C.skipped_lines(ct.skipped)
-    assert "- claims 1, 3 [dropout_blocks=all; dropout_blocks=first; dropout_blocks=last]: no 'dropout' " \
+    assert "- claims 1, 3, 7 [dropout_blocks=all; dropout_blocks=first; dropout_blocks=last]: no 'dropout' " \
            "configuration in these runs" in lines
     assert len(lines) < len(ct.skipped) and all(line.startswith("- claim") for line in lines)
 
@@ -389,11 +395,12 @@ def test_lr_cifar10_cnn_design_lets_the_trainability_rows_pass_holm(tmp_path):
         ct = C.claims(coll, tables.baselines(coll, tables.parse_baseline("reg=none")))
         return ct, next(r for r in ct.df.to_dict("records") if r["text"].startswith("Garbin"))
     ct, g = garbin(tmp_path / "three", ())
-    assert ct.m == 33 and g["p_value"] == pytest.approx(0.005) and g["p_holm"] > 0.05 and g["verdict"] == "inconclusive"
+    assert ct.m == 34 and g["p_value"] == pytest.approx(0.005) and g["p_holm"] > 0.05 and g["verdict"] == "inconclusive"
     # the rank tests of claims 1, 2a and 2b cannot reach 0.05 with 3 runs per arm (smallest p 0.1) at any
-    # rate: 15 of the 33, and the report's rule says so
+    # rate: 15 of the 34 (claim 7 compares 'both' with each single one, so both pairs add a trainability
+    # row), and the report's rule says so
     assert ct.unreachable == 15
-    assert "15 of the 33 cannot reach p < 0.05 with the runs at hand" in sections.claims_rule(ct.m, ct.unreachable)
+    assert "15 of the 34 cannot reach p < 0.05 with the runs at hand" in sections.claims_rule(ct.m, ct.unreachable)
     ct, g = garbin(tmp_path / "five", (3, 4))
     assert ct.unreachable == 11  # 5 vs 5 can reach it, but not where every run of both arms diverged (all tied)
     assert g["p_value"] == pytest.approx(2 / 252 ** 2) and g["p_holm"] < 0.005 and g["verdict"] == "supported"
@@ -424,7 +431,7 @@ def test_report_files_and_contents(sweep):
     assert "diverged at epoch 2" in md and "unfinished: 1/3 epochs" in md
     assert "unreadable summary.json" in md and "empty_folder" in md
     assert "## The article's comparison table, measured" in md and "## Claims check" in md
-    assert "Welch" in md and "alpha = 0.05" in md and "**m = 8**" in md  # rows with a p: 1-7 less 6, and T1
+    assert "Welch" in md and "alpha = 0.05" in md and "**m = 9**" in md  # rows with a p: 1-7 less 6, T1-T2
     assert "Minimal effects" in md and "0.2 pp of accuracy" in md and "1 epoch" in md and "10% of seconds" in md
     assert "intention to treat" in md and "Best test accuracy (oracle" in md
     assert_honest_wording(md)

@@ -25,6 +25,7 @@ from dropbn.train.checkpoint import load_checkpoint
 from dropbn.record.identity import same_config
 from dropbn.record.run_dir import RunDir
 from dropbn.base.signals import GracefulStop, stopping
+from dropbn.record.predictions import read_predictions
 
 from .conftest import DROPBN, TINY, needs_mnist, run_cli
 
@@ -73,6 +74,10 @@ def assert_identical(run_dir: Path, ref_dir: Path):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    pa, pb = read_predictions(run_dir / "predictions.npz"), read_predictions(ref_dir / "predictions.npz")
+    assert pa.arrays.keys() == pb.arrays.keys() and "test_final" in pa.arrays
+    for k in pa.arrays:
+        assert (pa.arrays[k] == pb.arrays[k]).all(), k
     for k in ("final_test_acc", "final_train_loss", "best_test_acc", "epochs_completed"):
         sa = json.loads((run_dir / "summary.json").read_text())
         sb = json.loads((ref_dir / "summary.json").read_text())

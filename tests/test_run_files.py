@@ -23,10 +23,10 @@ from .conftest import TINY, compose, needs_mnist
 
 # a value for every non-result key, different from its default
 NON_DEFAULT = {"name": "other", "out_root": "elsewhere", "device": "cpu", "train.force": "true",
-               "train.progress": "false", "train.threads": "1", "train.eval_batch_size": "7", "train.diagnostics": "false",
+               "train.progress": "false", "train.threads": "1", "train.eval_batch_size": "7", "train.eval_test": "false", "train.diagnostics": "false",
                "train.tensorboard": "true", "train.objective": "val_loss", "train.claim_timeout": "60",
                "data.root": "/r", "data.cache_dir": "/c", "data.download": "false", "data.path": "/p",
-               "study": "{select: val_loss}"}
+               "study": "{select: val_loss}", "report.claims": "[my_claims.yaml]"}
 
 
 def folder_name(*overrides: str) -> str:

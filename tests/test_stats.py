@@ -216,6 +216,16 @@ def test_power_monotone_and_multiplicity():
     assert power.seeds_per_arm(0.0, 1.0) is None
 
 
+def test_power_stays_finite_and_monotone_where_the_lower_tail_underflows():
+    """A large noncentrality once made scipy's nct.cdf return NaN, and seeds_per_arm jump (8 seeds at
+    m = 39, 16 at m = 40, 9 at m = 41 for 0.2 pp against sd 0.0801)."""
+    d = 0.2 / 0.0801
+    p = [power.t_test_power(n, d, 0.05 / 40) for n in range(2, 60)]
+    assert all(math.isfinite(x) for x in p) and all(a <= b for a, b in zip(p, p[1:]))
+    n = [power.seeds_per_arm(0.2, 0.0801, m=m) for m in range(30, 50)]
+    assert n == sorted(n) and n[-1] - n[0] <= 2
+
+
 # ---------------------------------------------------------------- failed runs
 
 def test_fisher_three_vs_three_cannot_reach_alpha():

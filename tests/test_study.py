@@ -18,12 +18,16 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from dropbn.study import selection as S
+from dropbn.config.claims_file import load as load_claims
+from dropbn.stats import holm as holm_adjust
 from dropbn.config.validation import CONFIG_DIR
 from dropbn.record.identity import same_config
 from dropbn.cli import main as cli_main
@@ -56,7 +60,9 @@ def completed_runs(stage: Path) -> list[Path]:
 def study(tmp_path_factory):
     """The tiny study: killed after its first tune run, resumed, then run once more."""
     root = tmp_path_factory.mktemp("study")
-    args = ["study", *ARGS, f"out_root={root}"]
+    claims = root / "claims.yaml"  # the article's claims, registered before the final runs
+    shutil.copy(CONFIG_DIR / "claims" / "article.yaml", claims)
+    args = ["study", *ARGS, f"out_root={root}", f"study.claims=[{claims}]"]
     sdir = root / NAME
     p = subprocess.Popen([DROPBN, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=dict(os.environ), start_new_session=True)
@@ -76,7 +82,7 @@ def study(tmp_path_factory):
     third = run_cli(args, cwd=root, timeout=300)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     after = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
-    return {"root": root, "dir": sdir, "killed": killed, "second": second, "third": third,
+    return {"root": root, "dir": sdir, "killed": killed, "second": second, "third": third, "claims": claims,
             "before": before, "after": after, "sel": yaml.safe_load((sdir / S.SELECTED).read_text())}
 
 
@@ -190,6 +196,27 @@ def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     strip = [ln for ln in md.splitlines() if not ln.startswith("Generated")]
     assert [ln for ln in again.splitlines() if not ln.startswith("Generated")] == strip
     assert "Choices at an end" not in md  # two values searched: every choice is an end, none is flagged
+
+
+@needs_mnist
+def test_claims_registered_before_the_final_runs_are_confirmatory_and_edited_ones_exploratory(study, tmp_path):
+    sdir, reg = study["dir"], study["sel"]["registered_claims"]
+    assert reg["sha256"] == load_claims([study["claims"]]).sha256() and reg["sources"] == [str(study["claims"])]
+    started = min(c.stat().st_mtime for c in (sdir / "final").glob("*/.hydra/config.yaml"))
+    assert datetime.fromisoformat(reg["registered_at"]).timestamp() <= started  # kept by the later calls
+    cl = pd.read_csv(sdir / "report" / "tables" / "claims.csv", na_values=["n/a"])
+    assert set(cl["registration"]) == {"confirmatory"} and cl["p_holm"].notna().any()
+    assert "**pre-registered**" in (sdir / "report" / "report.md").read_text()
+    # the file edited after the final stage started: claim 4 is exploratory, raw p only, outside the family
+    edited = tmp_path / "claims.yaml"
+    edited.write_text(study["claims"].read_text().replace("Batch norm improves accuracy", "Batch norm raises accuracy"))
+    cli_main(["report", str(sdir), "--claims", str(edited), "--out", str(tmp_path / "r"), "--no-progress"])
+    cl = pd.read_csv(tmp_path / "r" / "tables" / "claims.csv", na_values=["n/a"]).set_index("claim")
+    assert cl.loc["4", "registration"] == "exploratory" and pd.isna(cl.loc["4", "p_holm"])
+    assert cl.loc["4", "verdict"].startswith("exploratory: ") and "raw p" in cl.loc["4", "verdict"]
+    family = cl[cl.index != "4"]
+    assert set(family["registration"]) == {"confirmatory"}
+    assert family["p_holm"].tolist() == pytest.approx(list(holm_adjust(family["p_value"])), nan_ok=True)
 
 
 def test_report_flags_a_choice_at_the_end_of_the_searched_range(study, tmp_path):
@@ -722,3 +749,48 @@ def test_committed_studies_are_complete_under_their_presets(exp):
     r = run_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].endswith("; nothing left to train")
+
+
+@needs_mnist
+def test_tune_runs_never_evaluate_the_test_set_and_final_runs_record_predictions(study):
+    from dropbn.record.predictions import read_predictions
+    tune = [d for d in (study["dir"] / "tune").iterdir() if (d / "summary.json").is_file()]
+    assert len(tune) == 4
+    for run in tune:
+        header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert "val_acc" in header and not [k for k in header if k.startswith("test_")], run
+        s = json.loads((run / "summary.json").read_text())
+        assert s["final_test_acc"] is None and s["generalization_gap"] is None and s["best_test_acc"] is None
+        p = read_predictions(run / "predictions.npz")
+        assert p.labels("test") is None and p.get("val", "final") is not None
+    for run in (study["dir"] / "final").iterdir():
+        s = json.loads((run / "summary.json").read_text())
+        p = read_predictions(run / "predictions.npz")
+        assert float((p.get("test", "final") == p.labels("test")).mean()) == s["final_test_acc"]
+
+
+def test_rule_means_equal_to_float_rounding_are_tied(tmp_path):
+    """tuned_placement_mnist_mlp's dropout_before_bn (all blocks): 0.9772 at lr 0.03 against
+    0.9772000000000001 at lr 0.1, two seeds on 5,000 validation images. The same count of images:
+    tied, so the lower validation loss (lr 0.03) wins; a real difference of one image still counts."""
+    def run(name, acc, loss, val=5000):
+        make_tune_run(tmp_path / name, [acc], val_loss=[loss])
+        s = json.loads((tmp_path / name / "summary.json").read_text())
+        s["data_sizes"] = {"train": 55000, "val": val, "test": 10000}
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+
+    run("lr=0.03,seed=0", 4880 / 5000, 0.12)   # mean 0.9763999999999999
+    run("lr=0.03,seed=1", 4884 / 5000, 0.125)
+    run("lr=0.1,seed=0", 4882 / 5000, 0.22)     # mean 0.9764: the same 9,764 images, a hair "better"
+    run("lr=0.1,seed=1", 4882 / 5000, 0.23)
+    lr003, lr01 = (4880 / 5000 + 4884 / 5000) / 2, (4882 / 5000 + 4882 / 5000) / 2
+    assert lr01 > lr003 and lr01 - lr003 < 1e-15  # raw floats would pick lr 0.1, against the val loss
+    order = [("0.03", [0, 1]), ("0.1", [0, 1])]
+    ranked = S.score_variant(tmp_path, cands(order), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["0.03", "0.1"]
+    ranked = S.score_variant(tmp_path, cands(order[::-1]), "val_acc")  # whatever the search order
+    assert [p.point["optim.lr"] for p in ranked] == ["0.03", "0.1"]
+    run("lr=0.3,seed=0", 4883 / 5000, 0.30)     # one image more over the two seeds: better
+    run("lr=0.3,seed=1", 4882 / 5000, 0.30)
+    ranked = S.score_variant(tmp_path, cands([*order, ("0.3", [0, 1])]), "val_acc")
+    assert [p.point["optim.lr"] for p in ranked] == ["0.3", "0.03", "0.1"]

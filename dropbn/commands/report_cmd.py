@@ -1,4 +1,4 @@
-"""`dropbn report DIR [DIR ...] [--out OUT] [--baseline reg=none]`.
+"""`dropbn report DIR [DIR ...] [--out OUT] [--baseline reg=none] [--claims FILE ...]`.
 
 OUT defaults to DIR/report for a single sweep folder, and to a sibling
 `<DIR>-report` when DIR is itself one run folder (a report never writes into
@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="reg=none", metavar="KEY=VALUE",
                    help=f"which configuration is the baseline: reg=<kind> ({', '.join(KIND_ORDER)}) "
                         "or any config key, e.g. optim.lr=0.1 (default: reg=none)")
+    p.add_argument("--claims", action="append", default=[], metavar="FILE",
+                   help="a claims file (repeatable; replaces the default, the study's or sweep's registered "
+                        "claims; pass configs/claims/article.yaml too to combine them; docs/claims.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while reading runs")
     return p
 
@@ -59,10 +62,13 @@ def main(argv=None) -> Path:
             raise DropbnError(f"report: {d}: no such folder")
     parse_baseline(args.baseline)
     from ..report import study_report as study
+    from ..config.registration import claims_for
+
+    claim_set, registration = claims_for(dirs, args.claims)  # a bad file: one line, exit 2, before any run is read
 
     if len(dirs) == 1 and study.is_study_dir(dirs[0]):  # claims from final/, tuned section from tune/
         path = study.build(dirs[0], Path(args.out) if args.out else None, args.baseline,
-                           progress=False if args.no_progress else None)
+                           progress=False if args.no_progress else None, claims=args.claims)
         print(path)
         return path
     out = Path(args.out) if args.out else default_out(dirs)
@@ -75,6 +81,7 @@ def main(argv=None) -> Path:
           file=sys.stderr)
     for p, why in coll.skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
-    path = render.build(coll, out, args.baseline, sources=[str(d) for d in dirs])
+    path = render.build(coll, out, args.baseline, sources=[str(d) for d in dirs], claim_set=claim_set,
+                        registration=registration)
     print(path)
     return path

@@ -128,8 +128,11 @@ def _finished_detail(summary: dict) -> str:
     if summary.get("status") == "diverged":
         d = summary.get("diverged_at") or {}
         return f"at epoch {d.get('epoch', '?')}, step {d.get('step', '?')} ({d.get('reason', '?')})"
-    acc = summary.get("final_test_acc")
-    return f"test acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
+    for key, label in (("final_test_acc", "test acc"), ("final_val_acc", "val acc")):  # tune runs: no test
+        acc = summary.get(key)
+        if isinstance(acc, (int, float)) and not isinstance(acc, bool):
+            return f"{label} {acc:.4f}"
+    return ""
 
 
 # ---------------------------------------------------------------- which runs

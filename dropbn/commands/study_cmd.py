@@ -27,9 +27,9 @@ def main(argv=None) -> int:
     return Study(argv).run(report=_report)
 
 
-def _report(study_dir):
+def _report(study_dir, claims=()):
     # imported here: pandas and matplotlib take ~1.4 s to import, which `dropbn study --help` and a study
     # stopped by a bad input (before any training) would otherwise wait for
     from ..report.study_report import build
 
-    return build(study_dir)
+    return build(study_dir, claims=list(claims))

@@ -186,9 +186,24 @@ def check_args(args: list[str], config_dir=None, config_name: str = "train") -> 
             if _runs_here(hydra_cfg.hydra.launcher):
                 _check_devices(cfgs)
             _check_writable(hydra_cfg, a.multirun, loader)
+            _claims(cfgs[0], hydra_cfg, a.multirun)
     if a.multirun:
         os.environ["DROPBN_SWEEP_JOBS"] = str(len(jobs))
     return len(jobs)
+
+
+def _claims(cfg, hydra_cfg, multirun: bool) -> None:
+    """report.claims: the files are checked now (a bad one stops the command, exit 2); a -m sweep
+    registers them in its folder before its first run (dropbn/report/registration.py)."""
+    files = list(OmegaConf.select(cfg, "report.claims", default=None) or [])
+    if not files:
+        return
+    from .claims_file import load
+    from .registration import register_sweep
+
+    claim_set = load(files)
+    if multirun:
+        register_sweep(hydra_cfg.hydra.sweep.dir, claim_set)
 
 
 def job_folders(args: list[str], config_dir=None, config_name: str = "train") -> list[tuple[Path, DictConfig]]:

@@ -169,6 +169,15 @@ class Study(Rule):
         return True
 
 
+@dataclass(frozen=True)
+class Files(Rule):
+    """A list of file paths (claims files: dropbn/report/claim_file.py reads and checks them)."""
+    allowed = "must be a list of file paths, e.g. [my_claims.yaml]"
+
+    def ok(self, v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+
 def key(default: Any, rule: Rule):
     """A schema field: its default and its rule (a list or dict default is copied per instance)."""
     if isinstance(default, (list, dict)):
@@ -238,6 +247,7 @@ class TrainConfig:
     force: bool = key(False, Bool())                   # re-run a completed run instead of skipping it
     progress: bool = key(True, Bool())                 # tqdm bars
     diagnostics: bool = key(True, Bool())              # variance shift, BN folding, inference timing at the end
+    eval_test: bool = key(True, Bool())                # evaluate the test set (false in a study's tune stage)
     tensorboard: bool = key(False, Bool())             # TensorBoard event files in the run folder
     objective: str = key("val_acc", OneOf("dropbn.record.objective:OBJECTIVES"))  # what a run returns to a sweeper
     claim_timeout: float = key(600.0, Num(0.0, lo_open=True))  # seconds: an older run claim is taken over
@@ -262,6 +272,14 @@ class StudyConfig:
     trials: int = key(20, Study())                     # optuna: distinct points per variant
     final_val_size: Optional[int] = key(None, Study())  # null: keep data.val_size; 0: retrain on all images
     final_overrides: Dict[str, Any] = key({}, Study())  # config keys -> one value, final runs only
+    claims: List[str] = key([], Files())               # claims files registered before the final runs ([]: default)
+
+
+@dataclass
+class ReportConfig:
+    """Report settings a training command records. report.claims: claims files that `dropbn train -m`
+    registers in the sweep folder before its first run (docs/claims.md); a non-result key."""
+    claims: List[str] = key([], Files())
 
 
 @dataclass
@@ -276,6 +294,7 @@ class Config:
     out_root: str = key(RESULTS_DIR, Text("must be a folder path"))
     train: TrainConfig = field(default_factory=TrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "reg": RegConfig, "optim": OptimConfig}

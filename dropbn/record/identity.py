@@ -26,6 +26,7 @@ import copy
 import gzip
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -171,8 +172,9 @@ def folder_name(override_dirname: str, data_path=None, cache_dir=None) -> str:
 # train.eval_batch_size: evaluation is in eval mode (dropout off, BN running statistics; the diagnostics
 # pool their sums over batches), so the batch size changes only float rounding, like train.threads.
 NON_RESULT_KEYS = ("name", "out_root", "device", "train.force", "train.progress", "train.threads",
-                   "train.eval_batch_size", "train.diagnostics", "train.tensorboard", "train.objective",
-                   "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study")
+                   "train.eval_batch_size", "train.eval_test", "train.diagnostics", "train.tensorboard", "train.objective",
+                   "train.claim_timeout", "data.root", "data.cache_dir", "data.download", "data.path", "study",
+                   "report.claims")
 # Machine-local locations: recorded as null, so that run records carry no absolute paths of one machine.
 LOCAL_PATHS = ("data.root", "data.cache_dir")
 # Command-line choices that are not config values (a preset, a launcher): only folder names see them.
@@ -251,3 +253,17 @@ class IdentityError(DropbnError):
 
 def _show(v) -> str:
     return json.dumps(v, default=str) if not isinstance(v, str) else v
+
+
+def fmt_value(v) -> str:
+    """A config value as text, as run records and reports print it: lists as [a,b], None as null,
+    floats as repr-short."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(fmt_value(x) for x in v) + "]"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)

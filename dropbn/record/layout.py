@@ -21,6 +21,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 MODEL_TXT = "model.txt"
+PREDICTIONS = "predictions.npz"     # predicted classes per test / validation image (record/predictions.py)
 TRAIN_LOG = "train.log"
 HYDRA_DIR = ".hydra"                 # the record of the run's config and overrides, in Hydra's layout
 HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"        # the recorded config (as in summary.json)
@@ -31,7 +32,7 @@ TMP_SUFFIX = ".tmp"                  # atomic writes: .<name>.<random>.tmp, rena
 # A finished run's record: the files committed under results/ (.gitignore lists the same names), from
 # which a report regenerates and a re-run skips the run. The rest of a folder stays on its machine:
 # checkpoint.pt (large), train.log and .hydra/hydra.yaml (absolute paths of the machine), claims.
-RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLDER_NAME)
+RECORD_FILES = (SUMMARY, METRICS, MODEL_TXT, PREDICTIONS, HYDRA_CONFIG, HYDRA_OVERRIDES, FOLDER_NAME)
 RESULTS_DIR = "results"  # the default out_root: the runs folder whose committed records are outputs, not code
 
 

@@ -111,7 +111,7 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
     `epochs`, `steps`: the budget in passes over the training set and in optimisation steps."""
     target = float(cfg.train.target_acc)
     last = rows[-1] if rows else {}
-    hit = next((r for r in rows if r["test_acc"] >= target), None)
+    hit = next((r for r in rows if r.get("test_acc") is not None and r["test_acc"] >= target), None)
     has_val = bool(rows) and "val_acc" in last
     best = best_by_val(rows)
     return Summary(
@@ -119,13 +119,13 @@ def summarize(rows: list[dict], cfg, *, status, diverged_at, params, data, confi
         epochs=epochs, epochs_completed=last.get("epoch", 0),
         final_test_acc=last.get("test_acc"), final_test_loss=last.get("test_loss"),
         final_train_acc=last.get("train_acc"), final_train_loss=last.get("train_loss"),
-        best_test_acc=max((r["test_acc"] for r in rows), default=None),
+        best_test_acc=max((r["test_acc"] for r in rows if "test_acc" in r), default=None),
         best_epoch=best["epoch"] if best else None,
         best_epoch_by="val" if best else None,
-        test_acc_at_best_epoch=best["test_acc"] if best else None,
-        first_epoch_test_acc=rows[0]["test_acc"] if rows else None,
-        generalization_gap=(last["train_acc"] - last["test_acc"]) if rows else None,
-        loss_gap=(last["test_loss"] - last["train_loss"]) if rows else None,
+        test_acc_at_best_epoch=best.get("test_acc") if best else None,
+        first_epoch_test_acc=rows[0].get("test_acc") if rows else None,
+        generalization_gap=(last["train_acc"] - last["test_acc"]) if "test_acc" in last else None,
+        loss_gap=(last["test_loss"] - last["train_loss"]) if "test_loss" in last else None,
         target_acc=target,
         epochs_to_target=hit["epoch"] if hit else None,
         seconds_to_target=hit["train_seconds"] if hit else None,

@@ -2,7 +2,12 @@
 
 collect.py   folders (or a report's runs.csv) -> one row per run (+ per-epoch curves), configurations, labels
 measures.py  which runs and values enter a claim, and one test per kind of quantity
+claim_file.py  claims files (YAML, the default configs/claims/article.yaml) read and checked into a ClaimSet
+registration.py  claims registered before the runs (sha256): confirmatory / exploratory / not pre-registered
+arms.py      which configurations each claim compares (contexts, baselines, matched contrasts)
+forms.py     intersection-union, equivalence (TOST), gap components, the second interval
 claims.py    the claims table: claims per context, trainability rows, Holm family, verdicts, power
+glance.py    the report's opening verdict table; forest.py its forest plot (figures/claims.png)
 tables.py    per-configuration statistics, the comparison table, optional sections' tables
 shift.py     variance shift (Li et al.): robust per-configuration summary, per-layer table, correlation
 figures.py   matplotlib figures (PNG bytes)

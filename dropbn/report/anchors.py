@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..base.datasets import DATASETS
 from .. import stats
-from .collect import fmt_value
+from ..record.identity import fmt_value
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def applies(a: Anchor, row) -> bool:
 
 def setting_here(row) -> str:
     """A configuration's settings, in the terms the published settings are given in. Config values
-    are read as text (collect.fmt_value), so runs read back from a runs.csv give the same line."""
+    are read as text (record.identity.fmt_value), so runs read back from a runs.csv give the same line."""
     def get(key) -> str:
         return fmt_value(row.get(f"cfg.{key}"))
     name, label = get("data.name"), row.get("data")

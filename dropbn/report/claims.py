@@ -1,130 +1,47 @@
-"""The claims check: each claim of the article, per context, as one row of one table with its test
-(measures.py: which runs and values enter, and how each quantity is tested), effect size, raw and
-Holm-adjusted p and verdict; one trainability row per comparison with failed runs; and for every
-inconclusive row the seeds per arm that would detect a stated minimal effect (MIN_EFFECTS).
+"""The claims check: each claim of a claims file (claim_file.py; by default the article's,
+configs/claims/article.yaml), per context, as one row of one table with its test (arms.py: which
+configurations; measures.py and forms.py: which runs and values enter, and how each quantity is
+tested), effect size, raw and Holm-adjusted p and verdict; one trainability row per comparison with
+failed runs; and for every inconclusive row the seeds per arm that would detect the claim's minimal
+effect. With a registration (registration.py) the Holm family is the confirmatory rows only.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
 from .. import stats
 from ..stats import power
+from . import arms as A
+from . import forms as F
+from . import image_sample as IS
+from ..config import registration as R
+from ..config.claims_file import ClaimSet, MinEffect, load as load_claims
 from .collect import Collection
 from .markdown import ci_text
-from .measures import FAILED_RULE, MEASURES, TIMING, Result, arm, env_note, failed_to_train, itt_values, \
-    measure, steady_note, trainability
+from .measures import FAILED_RULE, TIMING, Result, arm, failed_to_train, trainability, unequal_conditions
 from .tables import with_context
 
 
-@dataclass(frozen=True)
-class MinEffect:
-    value: float     # in the analysis scale of the test (pp; epochs; fraction; ratio)
-    text: str        # in report units
-
-
-# The smallest effects the power statements are about, one per kind of quantity.
-MIN_EFFECTS = {
-    "pp": MinEffect(0.2, "0.2 pp of accuracy"),
-    "epochs": MinEffect(1.0, "1 epoch"),
-    "ratio": MinEffect(0.10, "10% of seconds"),
-    "spread": MinEffect(2.0, "a 2x ratio of standard deviations"),
-    "failed": MinEffect(0.5, "50 pp of runs failing (from the lower arm's observed fraction)"),
-}
-
-BASE = "BASE"                # b = the baseline configuration of the context
-BEST_SINGLE = "BEST_SINGLE"  # b = the better of 'dropout' and 'batchnorm' (by mean final test accuracy, ITT)
-
-
-@dataclass(frozen=True)
-class Matched:
-    """b = a's configuration with one setting changed and every other setting equal: a contrast that
-    changes one thing, looked up among all the runs whatever their context (the changed setting
-    usually puts b in another one)."""
-    key: str                                 # the config key in which b differs from a
-    change: Callable[[str], "str | None"]    # a's value (as collect.fmt_value prints it) -> b's; None: no b
-    partner: str                             # b, in words
-
-
-def swap_dropout_norm(order: str) -> str | None:
-    """'[act,dropout,norm]' -> '[act,norm,dropout]': the block with dropout and the norm layer swapped."""
-    toks = order.strip("[]").split(",")
-    if "dropout" not in toks or "norm" not in toks:
-        return None
-    i, j = toks.index("dropout"), toks.index("norm")
-    toks[i], toks[j] = toks[j], toks[i]
-    return "[" + ",".join(toks) + "]"
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    text: str        # what the article (or the literature) says
-    a: "str | tuple" # kind(s) of configuration a
-    b: "str | Matched"  # kind of configuration b, BASE / BEST_SINGLE, or a Matched partner of a
-    measure: str     # key of MEASURES
-    expect: int      # expected sign of a - b if the claim holds
-
-    @property
-    def kinds(self) -> tuple:
-        return (self.a,) if isinstance(self.a, str) else tuple(self.a)
-
-
-CLAIMS = [
-    Claim("1", "Dropout slows training down (more epochs to the target accuracy)", "dropout", BASE,
-          "epochs_to_target", +1),
-    Claim("2a", "Batch norm speeds training up (fewer epochs to the target accuracy)", "batchnorm", BASE,
-          "epochs_to_target", -1),
-    Claim("2b", "Batch norm speeds training up (fewer seconds to the target accuracy)", "batchnorm", BASE,
-          "seconds_to_target", -1),
-    Claim("3", "Dropout improves generalization (smaller train − test accuracy gap)", "dropout", BASE,
-          "generalization_gap", -1),
-    Claim("4", "Batch norm improves accuracy (higher final test accuracy)", "batchnorm", BASE,
-          "final_test_acc", +1),
-    Claim("5", "Batch norm improves stability (smaller spread of final test accuracy across seeds)",
-          "batchnorm", BASE, "final_test_acc_spread", -1),
-    Claim("6", "Batch norm adds compute overhead (more seconds per epoch)", "batchnorm", BASE,
-          "seconds_per_epoch", +1),
-    Claim("7", "Dropout and batch norm combined give the best result (final test accuracy above the best "
-          "single one)", "both", BEST_SINGLE, "final_test_acc", +1),
-    # Li et al. 2019's variance shift, as contrasts that change one thing: dropout_before_bn
-    # ([act,dropout,norm]) against the same block with dropout and batch norm swapped
-    # ([act,norm,dropout], reg=dropout_after_bn) ...
-    Claim("8", "Dropout placed before batch norm hurts (lower final test accuracy than the same block with "
-          "dropout and batch norm swapped)", "dropout_before_bn",
-          Matched("reg.order", swap_dropout_norm, "the same configuration with dropout and norm swapped in "
-                  "reg.order (reg=dropout_after_bn for reg=dropout_before_bn)"), "final_test_acc", -1),
-    # ... and dropout in the first block only (it feeds the next block's batch norm) against the last
-    # block only (after every batch norm, Li et al.'s remedy): the same amount of dropout either way.
-    Claim("9", "Dropout that feeds a batch norm layer hurts (dropout in the first block only, before the next "
-          "block's batch norm, vs the last block only: the same amount of dropout)", ("both", "dropout_after_bn"),
-          Matched("reg.dropout_blocks", lambda v: "last" if v == "first" else None,
-                  "the same configuration with reg.dropout_blocks=last"), "final_test_acc", -1),
-]
 BN_KINDS = {"batchnorm", "both", "dropout_after_bn", "dropout_before_bn"}
-# Trainability comparisons beyond the claims' own pairs, each with whose observation it tests: a row
-# appears where a context has both kinds and some run failed to train, pooled over those contexts.
-TRAINABILITY_PAIRS = {
-    # their CNN results table (CIFAR-10, RMSprop, 50 epochs, one run per setting): at lr 0.001 the CNN with
-    # dropout before its dense layer ended at 10.01%, with dropout in every layer at 32.26%, the standard
-    # CNN at 32.26% / 57.17% (1024 / 512 dense units) and the CNN with batch norm at 84.47%
-    ("dropout", "batchnorm"): "Garbin et al. 2020 (their CIFAR-10 CNN at RMSprop lr 0.001, one run each: "
-                              "10.01% with dropout, 84.47% with batch norm): with dropout the network "
-                              "collapses at learning rates where batch norm trains",
-}
 COLUMNS = ["claim", "context", "text", "a", "b", "quantity", "unit", "statistic", "value_a", "value_b",
            "diff", "diff_ci_low", "diff_ci_high", "hedges_g", "test", "p_value", "p_holm", "verdict", "reason",
            "seeds_per_arm", "n_a", "n_b", "note"]
+# appended (claims.csv keeps COLUMNS first, in their order)
+EXTRA_COLUMNS = ["registration", "expect", "min_effect", "margin", *F.GAP_COLUMNS, *F.SECOND_COLUMNS, *IS.COLUMNS,
+                 "conditions"]
+TEXT_COLUMNS = ("second_interval", "images_holds", "images_note", "conditions")
+UNEQUAL = "not measured under equal conditions"
+EQUIVALENT = "equivalent"
 
 
 @dataclass
 class ClaimsTable:
-    df: pd.DataFrame               # COLUMNS, one row per test
+    df: pd.DataFrame               # COLUMNS + EXTRA_COLUMNS, one row per test
     skipped: list                  # [(claim, why not checked)]
-    m: int                         # Holm family size: rows with a finite p_value
+    m: int                         # Holm family size: rows of the family with a finite p_value
     unreachable: int = 0           # of those, rows whose test cannot reach p < ALPHA with their runs
 
 
@@ -137,116 +54,68 @@ def _labels_by_kind(g: pd.DataFrame) -> dict:
     return out
 
 
-def _best_single(g: pd.DataFrame, by_kind: dict) -> str | None:
-    means = {}
-    for k in ("dropout", "batchnorm"):
-        if k in by_kind:
-            v = itt_values(arm(g, by_kind[k])[0])[0]
-            if len(stats.clean(v)):
-                means[by_kind[k]] = float(stats.clean(v).mean())
-    return max(means, key=means.get) if len(means) == 2 else None
-
-
-def _row(cid, ctx, text, la, lb, quantity, unit, r: Result, expect, notes) -> dict:
+def _row(cid, ctx, text, la, lb, quantity, unit, r: Result, expect, notes, sources=(), claim=None) -> dict:
     return {"claim": cid, "context": ctx, "text": text, "a": la, "b": lb, "quantity": quantity, "unit": unit,
             "statistic": r.statistic, "value_a": r.value_a, "value_b": r.value_b, "diff": r.diff,
             "diff_ci_low": r.ci_low, "diff_ci_high": r.ci_high, "hedges_g": r.hedges_g, "test": r.test,
             "p_value": r.p, "n_a": r.n_a, "n_b": r.n_b, "note": "; ".join(n for n in r.notes + notes if n),
-            "_result": r, "_expect": expect}
+            "_result": r, "_expect": expect, "_sources": tuple(sources), "_claim": claim}
 
 
-def claim_rows(coll: Collection, base: dict) -> tuple[list[dict], list, dict]:
-    """Claim rows of every context, the claims not checked, and {(kind a, kind b): {context: (la, lb)}}."""
+def claim_rows(coll: Collection, base: dict, claim_set: ClaimSet) -> tuple[list[dict], list, dict]:
+    """Claim rows of every context, the claims not checked, and {(kind a, kind b): {context: (la, lb, digests)}}."""
     runs = with_context(coll)
-    rows, skipped, pairs = [], [], {}
-    for ctx, g in runs.groupby("context", sort=False):
-        by_kind = _labels_by_kind(g)
-        where = "" if ctx == "all" else f" [{ctx}]"
-        for c in CLAIMS:
-            if isinstance(c.b, Matched):
-                continue  # matched_rows: across contexts
-            la = by_kind.get(c.a)
-            lb = base.get(ctx) if c.b == BASE else _best_single(g, by_kind) if c.b == BEST_SINGLE else by_kind.get(c.b)
-            if la is None or lb is None or la == lb:
-                need = {BASE: "the baseline", BEST_SINGLE: "both 'dropout' and 'batchnorm' (with results)"}
-                miss = c.a if la is None else need.get(c.b, repr(c.b))
-                skipped.append((f"{c.id}{where}", f"no {miss if miss.startswith(('the', 'both')) else repr(miss)} "
-                                                  "configuration in these runs"))
-                continue
-            (ga, out_a), (gb, out_b) = arm(g, la), arm(g, lb)
-            m = MEASURES[c.measure]
-            res = measure(m, ga, gb)
-            notes = [f"left out: {out_a or 'none'} vs {out_b or 'none'}" if out_a or out_b else ""]
-            if m.column in TIMING:
-                notes += [steady_note(ga, gb) if m.column == "seconds_per_epoch" else "", env_note(ga, gb)]
-            rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, res, c.expect, notes))
-            kind = dict(zip(g["label"].astype(str), g["kind"]))
-            pairs.setdefault((kind[la], kind[lb]), {})[ctx] = (la, lb)
-    m_rows, m_skipped = matched_rows(runs, coll.varying)
-    return rows + m_rows, skipped + m_skipped, pairs
+    specs = list(claim_set.claims)
+    found, skipped = A.in_context(runs, coll.dims, base, specs)
+    m_found, m_skipped = A.matched(runs, coll.varying, specs)
+    kind = dict(zip(runs["label"].astype(str), runs["kind"]))
+    rows, pairs, preds = [], {}, {}
+    for p in found + m_found:
+        c = p.claim
+        column, unit = F.unit_of(c)
+        tested = [(lb, *F.test_pair(c, runs, p.la, lb, p.notes)) for lb in p.lbs]
+        if len(tested) > 1:
+            lb, res = F.intersection_union([(lb, r) for lb, r, _ in tested], c.sign)
+            notes = next(n for b, _, n in tested if b == lb)
+        else:
+            lb, res, notes = tested[0]
+        if c.expect == EQUIVALENT:
+            res = F.equivalence(res, unit, c.margin)
+        row = _row(c.id, p.context, c.text, p.la, lb, column, unit, res, c.sign, notes, [c.digest], c)
+        if c.quantity == "generalization_gap":
+            gap = F.gap_components(runs, p.la, lb)
+            row.update(gap)
+            row["note"] = "; ".join(x for x in (row["note"], F.gap_note(gap)) if x)
+        row.update(F.second_interval(res, unit, c.expect == EQUIVALENT))
+        (ga, _), (gb, _) = arm(runs, p.la), arm(runs, lb)
+        row.update(IS.interval(runs, ga, gb, c.quantity, preds))
+        row["conditions"] = unequal_conditions(ga, gb) if column in TIMING else ""
+        rows.append(row)
+        if not c.b.matched:  # the claims' own pairs of kinds, for the trainability rows
+            for b in p.lbs:
+                entry = pairs.setdefault((kind[p.la], kind[b]), {})
+                la_lb, digests = entry.get(p.context, ((p.la, b), set()))
+                entry[p.context] = (la_lb, digests | {c.digest})
+    return rows, skipped + m_skipped, pairs
 
 
-def _settings(runs: pd.DataFrame, keys: list) -> dict:
-    """{configuration label: (its values of `keys`, its context)}."""
-    out = {}
-    for _, r in runs.iterrows():
-        out.setdefault(str(r["label"]), (tuple(str(r.get(f"cfg.{k}")) for k in keys), r["context"]))
-    return out
-
-
-def matched_rows(runs: pd.DataFrame, varying: list) -> tuple[list[dict], list]:
-    """The rows of the Matched claims: each configuration of kind a paired with the configuration that
-    differs from it only in the claim's key (the runs' other varying settings all equal)."""
-    rows, skipped = [], []
-    known = runs[runs["has_config"]] if "has_config" in runs else runs
-    kinds = dict(zip(known["label"].astype(str), known["kind"]))
-    for c in (c for c in CLAIMS if isinstance(c.b, Matched)):
-        key = c.b.key
-        keys = sorted(set(varying) | {key})
-        settings = _settings(known, keys)
-        by_values = {vals: lab for lab, (vals, _) in settings.items()}
-        ki = keys.index(key)
-        candidates = [lab for lab in settings if kinds[lab] in c.kinds]
-        if not candidates:
-            skipped.append((c.id, f"no {' or '.join(repr(k) for k in c.kinds)} configuration in these runs"))
-            continue
-        applied = False
-        for la in candidates:
-            vals, ctx = settings[la]
-            target = c.b.change(vals[ki])
-            if target is None:
-                continue
-            applied = True
-            lb = by_values.get(vals[:ki] + (target,) + vals[ki + 1:])
-            where = "" if ctx == "all" else f" [{ctx}]"
-            if lb is None:
-                skipped.append((f"{c.id}{where}", f"no matched partner of {la}: {c.b.partner}"))
-                continue
-            (ga, out_a), (gb, out_b) = arm(runs, la), arm(runs, lb)
-            m = MEASURES[c.measure]
-            notes = [f"left out: {out_a or 'none'} vs {out_b or 'none'}" if out_a or out_b else "",
-                     f"matched: a and b differ only in {key}"]
-            rows.append(_row(c.id, ctx, c.text, la, lb, m.column, m.unit, measure(m, ga, gb), c.expect, notes))
-        if not applied:
-            skipped.append((c.id, f"no {' or '.join(repr(k) for k in c.kinds)} configuration with a matched "
-                                  f"partner ({c.b.partner})"))
-    return rows, skipped
-
-
-def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
+def trainability_rows(coll: Collection, pairs: dict, claim_set: ClaimSet) -> list[dict]:
     """One row per compared pair of kinds with failed runs, pooling the contexts as strata: the claims'
-    pairs, then TRAINABILITY_PAIRS."""
+    pairs, then the claim set's trainability pairs."""
     runs = coll.runs.assign(_failed=failed_to_train(coll.runs))
     pairs = {k: dict(v) for k, v in pairs.items()}
+    listed = {(t.a, t.b): t for t in claim_set.trainability}
     for ctx, g in with_context(coll).groupby("context", sort=False):
         by_kind = _labels_by_kind(g)
-        for ka, kb in TRAINABILITY_PAIRS:
+        for (ka, kb), t in listed.items():
             if ka in by_kind and kb in by_kind:
-                pairs.setdefault((ka, kb), {}).setdefault(ctx, (by_kind[ka], by_kind[kb]))
+                entry = pairs.setdefault((ka, kb), {})
+                la_lb, digests = entry.get(ctx, ((by_kind[ka], by_kind[kb]), set()))
+                entry[ctx] = (la_lb, digests | {t.digest})
     rows = []
     for (ka, kb), per_ctx in pairs.items():
         strata = []
-        for la, lb in per_ctx.values():
+        for (la, lb), _ in per_ctx.values():
             (ga, _), (gb, _) = arm(runs, la), arm(runs, lb)
             strata.append((int(ga["_failed"].sum()), len(ga), int(gb["_failed"].sum()), len(gb)))
         if not sum(s[0] + s[2] for s in strata):
@@ -255,21 +124,21 @@ def trainability_rows(coll: Collection, pairs: dict) -> list[dict]:
         text = (f"Batch norm stabilises training: fewer runs of {ka} than of {kb} fail to train" if expect < 0
                 else f"{ka} fails to train more often than {kb}")
         text += f" ({FAILED_RULE})"
-        if (ka, kb) in TRAINABILITY_PAIRS:
-            text = f"{TRAINABILITY_PAIRS[ka, kb]}: {text}"
+        if (ka, kb) in listed:
+            text = f"{listed[ka, kb].text}: {text}"
         ctxs = list(per_ctx)
         single = len(ctxs) == 1
-        la, lb = per_ctx[ctxs[0]] if single else (ka, kb)
+        la, lb = per_ctx[ctxs[0]][0] if single else (ka, kb)
         context = ctxs[0] if single else "pooled over " + ", ".join(ctxs)
+        sources = set().union(*(d for _, d in per_ctx.values()))
         rows.append(_row(f"T{len(rows) + 1}", context, text, la, lb, "failed to train", "failed",
-                         trainability(strata), expect, []))
+                         trainability(strata), expect, [], sources))
     return rows
 
 
-def seeds_needed(r: Result, unit: str, m: int) -> tuple[int | None, str]:
-    """(seeds per arm that would detect MIN_EFFECTS[unit] at 80% power and alpha/m, or None when no
+def seeds_needed(r: Result, unit: str, m: int, eff: MinEffect) -> tuple[int | None, str]:
+    """(seeds per arm that would detect the minimal effect `eff` at 80% power and alpha/m, or None when no
     such number follows; the sentence saying so)."""
-    eff = MIN_EFFECTS[unit]
     limit = power.FISHER_N_MAX if unit == "failed" else power.N_MAX
     if unit == "failed":
         low = float(min(r.a[0], r.b[0]))
@@ -294,44 +163,105 @@ def seeds_needed(r: Result, unit: str, m: int) -> tuple[int | None, str]:
     return n, f"{n} seeds per arm would detect {eff.text} at 80% power and alpha/m ({how})"
 
 
-def tost_note(r: Result, unit: str, m: int) -> str:
+def tost_note(r: Result, unit: str, m: int, eff: MinEffect) -> str:
     """Equivalence within the minimal effect by TOST at alpha/m, when it holds (a note, never a verdict)."""
     if unit not in ("pp", "ratio") or not r.test.startswith("Welch"):
         return ""
-    margin = math.log1p(MIN_EFFECTS[unit].value) if unit == "ratio" else MIN_EFFECTS[unit].value
-    e = stats.tost(r.a, r.b, margin)
+    e = stats.tost(r.a, r.b, F.analysis_margin(eff.value, unit))
     if not (math.isfinite(e.p) and e.p < stats.ALPHA / m):
         return ""
-    return f"TOST: the difference lies within ±{MIN_EFFECTS[unit].text} (p = {e.p:.2g} < alpha/m)"
+    return f"TOST: the difference lies within ±{eff.text} (p = {e.p:.2g} < alpha/m)"
 
 
-def claims(coll: Collection, base: dict) -> ClaimsTable:
-    """Every claim row and trainability row, Holm-adjusted as one family, with verdicts and power."""
-    rows, skipped, pairs = claim_rows(coll, base)
-    rows += trainability_rows(coll, pairs)
+def _registration(row, registered) -> str:
+    if registered is None:
+        return R.NOT_REGISTERED
+    return R.CONFIRMATORY if set(row["_sources"]) & set(registered) else R.EXPLORATORY
+
+
+def _exploratory(r: Result, expect: int, equivalent: bool) -> tuple[str, str]:
+    """(verdict, reason) of a row outside the registered family: raw p only, no verdict."""
+    if not math.isfinite(r.p):
+        return f"{R.EXPLORATORY}: no p value", r.reason or "no p value"
+    if equivalent:
+        how = f"TOST raw p = {r.p:.2g}"
+    elif not math.isfinite(r.direction) or r.direction == 0:
+        how = f"no difference, raw p = {r.p:.2g}"
+    else:
+        side = "in the claimed direction" if (r.direction > 0) == (expect > 0) else "opposite to the claim"
+        how = f"difference {side}, raw p = {r.p:.2g}"
+    return f"{R.EXPLORATORY}: {how}", ("added or changed after the claims were registered: not in the Holm "
+                                       "family, raw p only, never a verdict")
+
+
+def _verdict(row, r: Result, m: int, min_effects: dict) -> tuple[str, str, float]:
+    """(verdict, reason, seeds per arm or NaN) of a row in the family."""
+    claim = row["_claim"]
+    eff = claim.min_effect if claim is not None else min_effects.get(row["unit"])
+    if claim is not None and claim.expect == EQUIVALENT:
+        if math.isfinite(row["p_holm"]) and row["p_holm"] < stats.ALPHA:
+            return EQUIVALENT, f"p_holm = {row['p_holm']:.2g} < {stats.ALPHA:g}: a − b lies within the margin", math.nan
+        why = r.reason or ("no p value" if not math.isfinite(row["p_holm"]) else
+                           f"p_holm = {row['p_holm']:.2g} >= {stats.ALPHA:g}: the data do not place a − b within "
+                           "the margin")
+        return stats.INCONCLUSIVE, why, math.nan
+    v = stats.verdict(r.direction, row["p_holm"], row["_expect"], why_no_p=r.reason, min_p=r.min_p)
+    why, n = v.reason, math.nan
+    if v.verdict == stats.INCONCLUSIVE and eff is not None:
+        k, sentence = seeds_needed(r, row["unit"], m, eff)
+        why += f"; {sentence}"
+        n = k if k else math.nan
+        tn = tost_note(r, row["unit"], m, eff)
+        why += f"; {tn}" if tn else ""
+    return v.verdict, why, n
+
+
+def claims(coll: Collection, base: dict, claim_set: ClaimSet | None = None, registered=None) -> ClaimsTable:
+    """Every claim row and trainability row with verdicts and power. `registered`: the claim digests
+    registered before the final runs (registration.py), or None: then every row is one Holm family
+    ('not pre-registered'); else the confirmatory rows are the family and the others exploratory."""
+    claim_set = claim_set or load_claims()
+    rows, skipped, pairs = claim_rows(coll, base, claim_set)
+    rows += trainability_rows(coll, pairs, claim_set)
     if not rows:
-        return ClaimsTable(pd.DataFrame(columns=COLUMNS), skipped, 0)
+        return ClaimsTable(pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS), skipped, 0)
     df = pd.DataFrame(rows)
-    m = stats.family_size(df["p_value"])
-    df["p_holm"] = stats.holm(df["p_value"])
+    for col in EXTRA_COLUMNS:
+        if col not in df:
+            df[col] = "" if col in TEXT_COLUMNS else math.nan
+    for col in TEXT_COLUMNS:
+        df[col] = df[col].fillna("")
+    df["registration"] = [_registration(row, registered) for _, row in df.iterrows()]
+    df["conditions"] = df["conditions"].fillna("")
+    unequal = (df["conditions"] != "").to_numpy()  # timing rows whose arms shared a device: no test
+    family = ((df["registration"] != R.EXPLORATORY).to_numpy()) & ~unequal
+    m = stats.family_size(df.loc[family, "p_value"])
+    df["p_holm"] = math.nan
+    df.loc[family, "p_holm"] = stats.holm(df.loc[family, "p_value"])
     verdicts, reasons, seeds = [], [], []
-    for _, row in df.iterrows():
+    for fam, (_, row) in zip(family, df.iterrows()):
         r: Result = row["_result"]
-        v = stats.verdict(r.direction, row["p_holm"], row["_expect"], why_no_p=r.reason, min_p=r.min_p)
-        why, n = v.reason, math.nan
-        if v.verdict == stats.INCONCLUSIVE:
-            k, sentence = seeds_needed(r, row["unit"], max(m, 1))
-            why += f"; {sentence}"
-            n = k if k else math.nan
-            tn = tost_note(r, row["unit"], max(m, 1))
-            why += f"; {tn}" if tn else ""
-        verdicts.append(v.verdict)
+        claim = row["_claim"]
+        if row["conditions"]:
+            v, why, n = UNEQUAL, f"{row['conditions']}: left out of the Holm family", math.nan
+        elif fam:
+            v, why, n = _verdict(row, r, max(m, 1), claim_set.min_effects)
+        else:
+            (v, why), n = _exploratory(r, row["_expect"], claim is not None and claim.expect == EQUIVALENT), math.nan
+        verdicts.append(v)
         reasons.append(why)
         seeds.append(n)
     df["verdict"], df["reason"] = verdicts, reasons
     df["seeds_per_arm"] = pd.array([None if math.isnan(n) else int(n) for n in seeds], dtype="Int64")
-    unreachable = sum(math.isfinite(p) and r.min_p >= stats.ALPHA for p, r in zip(df["p_value"], df["_result"]))
-    return ClaimsTable(df[COLUMNS], skipped, m, int(unreachable))
+    df["expect"] = [c.expect if c is not None else ("greater" if e > 0 else "less")
+                    for c, e in zip(df["_claim"], df["_expect"])]
+    df["min_effect"] = [c.min_effect.value if c is not None else claim_set.min_effects["failed"].value
+                        for c in df["_claim"]]
+    df["margin"] = [c.margin if c is not None and c.margin is not None else math.nan for c in df["_claim"]]
+    IS.adjust(df, family)
+    unreachable = sum(fam and math.isfinite(p) and r.min_p >= stats.ALPHA
+                      for fam, p, r in zip(family, df["p_value"], df["_result"]))
+    return ClaimsTable(df[COLUMNS + EXTRA_COLUMNS], skipped, m, int(unreachable))
 
 
 def skipped_lines(skipped: list) -> list[str]:

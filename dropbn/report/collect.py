@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..base.datasets import DATASETS
 from ..base.errors import DropbnError
-from ..record.identity import REPORT_IGNORED, among, flatten
+from ..record.identity import REPORT_IGNORED, among, flatten, fmt_value
 from ..record.layout import MODEL_TXT
 from ..record.reader import load_summary, metrics_path, read_hydra_config, read_metrics as read_metrics_rows
 from ..record.scan import find_runs
@@ -54,19 +54,6 @@ class Collection:
 
 
 # ---------------------------------------------------------------- reading one run
-
-def fmt_value(v) -> str:
-    """A config value as text: lists as [a,b], None as null, floats as repr-short."""
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(fmt_value(x) for x in v) + "]"
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
 
 def _num_classes(folder: Path, data_name) -> int | None:
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..config.claims_file import QUANTITIES as Q
 from ..record.states import FINISHED
 from .. import stats
 from ..stats import exact
@@ -33,19 +34,22 @@ ENV_KEYS = (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env
 @dataclass(frozen=True)
 class Measure:
     column: str      # runs column
-    unit: str        # pp | epochs | ratio | spread (claims.MIN_EFFECTS has one minimal effect each)
+    unit: str        # pp | epochs | ratio | spread   (unit and test: config/claims_file.QUANTITIES)
     test: str        # welch | log-welch | rank | spread
     scale: float = 1.0
     itt: bool = False  # diverged runs enter at chance accuracy
 
 
 MEASURES = {
-    "final_test_acc": Measure("final_test_acc", "pp", "welch", 100, itt=True),
-    "final_test_acc_spread": Measure("final_test_acc", "spread", "spread", 100, itt=True),
-    "generalization_gap": Measure("generalization_gap", "pp", "welch", 100),
-    "seconds_per_epoch": Measure("seconds_per_epoch", "ratio", "log-welch"),
-    "epochs_to_target": Measure("epochs_to_target", "epochs", "rank"),
-    "seconds_to_target": Measure("seconds_to_target", "ratio", "rank"),
+    "final_test_acc": Measure("final_test_acc", *Q["final_test_acc"], 100, itt=True),
+    "final_test_acc_spread": Measure("final_test_acc", *Q["final_test_acc_spread"], 100, itt=True),
+    "generalization_gap": Measure("generalization_gap", *Q["generalization_gap"], 100),
+    "seconds_per_epoch": Measure("seconds_per_epoch", *Q["seconds_per_epoch"]),
+    "epochs_to_target": Measure("epochs_to_target", *Q["epochs_to_target"]),
+    "seconds_to_target": Measure("seconds_to_target", *Q["seconds_to_target"]),
+    "val_selected_test_acc": Measure("val_selected_test_acc", *Q["val_selected_test_acc"], 100),
+    "final_train_acc": Measure("final_train_acc", *Q["final_train_acc"], 100),
+    "variance_shift_ratio": Measure("vs_worst_median_ratio", *Q["variance_shift_ratio"]),
 }
 TIMING = {"seconds_per_epoch", "seconds_to_target"}
 
@@ -225,6 +229,24 @@ def env_note(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
     if missing:
         parts.append(" and ".join(missing) + " not recorded")
     return "timing: " + "; ".join(parts) if parts else ""
+
+
+def unequal_conditions(ga: pd.DataFrame, gb: pd.DataFrame) -> str:
+    """Why the runs of a timing comparison were not timed under equal conditions ("" when they were):
+    every run must have trained alone on its machine (env.parallel_runs = 1, recorded), on the same
+    kind of machine (platform, CPU count, threads) and device."""
+    both = pd.concat([ga, gb])
+    col = "env_parallel_runs"
+    shared = both[col] if col in both else pd.Series([math.nan] * len(both))
+    if shared.isna().any():
+        return "runs sharing the machine not recorded"
+    if (shared.astype(float) > 1).any():
+        return f"up to {int(shared.astype(float).max())} runs shared the machine"
+    for col, name in (("env_platform", "machines"), ("env_cpu_count", "CPU counts"), ("env_threads", "thread counts"),
+                      ("device_used", "devices")):
+        if col in both and both[col].nunique(dropna=True) > 1:
+            return f"{name} differ"
+    return ""
 
 
 def steady_state(runs: pd.DataFrame) -> bool:

@@ -13,13 +13,14 @@ import pandas as pd
 from ..base.errors import DropbnError
 from ..record.identity import LOCAL_PATHS
 from ..record.layout import atomic_write_bytes, atomic_write_text
+from . import glance as G
 from . import optional as O
 from . import sections as S
 from .collect import Collection
 from .markdown import to_latex
 
 # report.md, top to bottom; a section that does not apply returns None
-SECTIONS = (S.header, S.article_notes, S.comparison, S.claims, S.per_configuration, O.anchors, S.problems,
+SECTIONS = (S.header, G.at_a_glance, S.article_notes, S.comparison, S.claims, S.per_configuration, O.anchors, S.problems,
             S.main_figures, S.convergence, O.learning_rate, O.training_set_size, O.dropout_rate,
             O.placement, O.variance_shift, O.inference)
 
@@ -57,12 +58,14 @@ class Writer:
 
 
 def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), preamble: str = "",
-          extra=()) -> Path:
+          extra=(), claim_set=None, registration=None) -> Path:
     """Write the report of `coll` under `out`; returns the path of report.md.
 
     `preamble`: Markdown right after the header; `extra`: more sections (callables ctx -> Section)
-    before '## Files' (a study's tuned-hyperparameters section, dropbn/report/study_report.py)."""
+    before '## Files' (a study's tuned-hyperparameters section, dropbn/report/study_report.py); `claim_set`:
+    the claims checked (claim_file.ClaimSet; None: the default file); `registration`: theirs, if any."""
     ctx = S.Context.of(coll, baseline, sources)
+    ctx.claim_set, ctx.registration = claim_set, registration
     w = Writer(out)
     md: list[str] = []
     intro = (lambda ctx: S.Section([preamble])) if preamble else None

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import figures as F
 from . import claims as C
+from . import image_sample as IS
 from . import measures as M
 from .. import stats
 from ..stats import exact
@@ -91,6 +92,17 @@ class Context:
     base: dict                     # context -> baseline label (tables.baselines)
     curves: pd.DataFrame           # per-epoch curves of completed runs, with their configuration
     facet: Facet | None            # small multiples for the curves when there are many configurations
+    claim_set: object = None       # claim_file.ClaimSet: the claims checked (None: the default file)
+    registration: object = None    # registration.Registration, or None: not pre-registered
+    _claims: object = None
+
+    @property
+    def claims_table(self) -> "C.ClaimsTable":
+        """The claims check, computed once (the verdicts at a glance and the detailed table share it)."""
+        if self._claims is None:
+            reg = self.registration.digests if self.registration is not None else None
+            self._claims = C.claims(self.coll, self.base, self.claim_set, reg)
+        return self._claims
 
     @classmethod
     def of(cls, coll: Collection, baseline: str, sources) -> "Context":
@@ -187,15 +199,16 @@ def comparison(ctx: Context) -> Section:
     return s
 
 
-def claims_rule(m: int, unreachable: int = 0) -> str:
+def claims_rule(m: int, unreachable: int = 0, min_effects: dict | None = None, registered: bool = False) -> str:
     """The verdict rule as the report states it, with the family size m (and how many of its tests cannot
-    reach alpha with their runs) and the minimal effects."""
-    effects = "; ".join(f"{k}: {e.text}" for k, e in C.MIN_EFFECTS.items())
+    reach alpha with their runs) and the minimal effects (default: those of the default claims file)."""
+    effects = "; ".join(f"{k}: {e.text}" for k, e in (min_effects or C.load_claims().min_effects).items())
     dead = (f" {unreachable} of the {m} cannot reach p < {stats.ALPHA} with the runs at hand (the smallest p "
             "their test can give with these arm sizes and ties is larger); they stay in the family, which makes "
             "the adjustment more conservative than it needs to be." if unreachable else "")
     return (
-        f"**Rule.** Every row below with a p value belongs to one family of **m = {m}** tests (all contexts and "
+        f"**Rule.** Every {'confirmatory ' if registered else ''}row below with a p value belongs to one family "
+        f"of **m = {m}** tests (all contexts and "
         f"test types); its p values are adjusted with Holm's step-down method (`p_holm`).{dead} "
         f"At alpha = {stats.ALPHA}: "
         "**supported** = p_holm < alpha and the difference has the sign the claim predicts; **not supported** = "
@@ -216,6 +229,11 @@ def claims_rule(m: int, unreachable: int = 0) -> str:
         "failed fractions, or, pooling several contexts as strata, the exact stratified test; the 95% CI of "
         "the difference in failed fractions is Newcombe's score interval with continuity correction (on the "
         "counts pooled over the strata, where strata are pooled).\n\n"
+        "**Which interval decides.** Verdicts use the seed-only interval (over the runs' accuracies on this "
+        "one test set). For accuracy rows claims.csv adds the interval that also treats the test images as a "
+        "sample (`images_*`, from the runs' predictions; below the table: which supported rows hold under it). "
+        "Timing rows are tested only where every run of both arms trained alone on the same kind of machine "
+        f"(`env.parallel_runs` = 1); otherwise they read **{C.UNEQUAL}** and stay out of the family.\n\n"
         "**Power.** An inconclusive row states the seeds per arm that would detect the minimal effect at 80% "
         f"power with a test at alpha/m, from the observed spread. Minimal effects — {effects}. A TOST note "
         "(difference within ± the minimal effect at alpha/m) is added where it holds; it is never a verdict.\n"
@@ -224,9 +242,10 @@ def claims_rule(m: int, unreachable: int = 0) -> str:
 
 def claims(ctx: Context) -> Section:
     s = Section(md=["## Claims check\n"])
-    ct = C.claims(ctx.coll, ctx.base)
+    ct = ctx.claims_table
     cl = ct.df
-    s.add(claims_rule(ct.m, ct.unreachable))
+    s.add(claims_rule(ct.m, ct.unreachable, (ctx.claim_set or C.load_claims()).min_effects,
+                      ctx.registration is not None))
     if len(cl):
         s.table("claims", cl.astype(object).where(cl.notna(), "n/a"), index=False, latex=True)
         show = pd.DataFrame({
@@ -241,6 +260,7 @@ def claims(ctx: Context) -> Section:
             "p": [fmt_p(p) for p in cl["p_value"]], "p_holm": [fmt_p(p) for p in cl["p_holm"]],
             "n (a, b)": [f"{a}, {b}" for a, b in zip(cl["n_a"], cl["n_b"])],
             "verdict": [C.verdict_text(r) for _, r in cl.iterrows()],
+            "registration": cl["registration"],
             "note": cl["note"],
         })
         s.add(md_table(show, index=False))
@@ -251,6 +271,8 @@ def claims(ctx: Context) -> Section:
               "Table: `tables/claims.csv`, `tables/claims.tex`.\n")
     else:
         s.add("_No claim could be checked with these runs._\n")
+    if len(cl):
+        s.add(IS.summary(cl))
     if ct.skipped:
         s.add("Claims not checked:\n")
         s.add("\n".join(C.skipped_lines(ct.skipped)) + "\n")

@@ -28,7 +28,8 @@ WORST = [  # (VarianceShift field, column name in the summary table); worst = th
 LAYER_NAMES = [("worst_layer", "worst layer by mean (test data)"),
                ("worst_median_layer", "worst layer by median (test data)"),
                ("train_worst_layer", "worst layer by median (training data)")]
-LAYER_COLUMNS = ["configuration", "run", "data", "layer", "mean_ratio", "median_ratio", "max_ratio"]
+LAYER_COLUMNS = ["configuration", "run", "data", "layer", "mean_ratio", "median_ratio", "max_ratio",
+                 "median_mean2_over_var"]
 
 
 def symmetric(r) -> np.ndarray:
@@ -83,7 +84,8 @@ def layers(coll: Collection) -> pd.DataFrame:
             for lay in r[col] if isinstance(r[col], list) else []:
                 rows.append({"configuration": str(r["label"]), "run": r["run"], "data": data,
                              "layer": lay.get("name"), "mean_ratio": lay.get("mean_ratio"),
-                             "median_ratio": lay.get("median_ratio"), "max_ratio": lay.get("max_ratio")})
+                             "median_ratio": lay.get("median_ratio"), "max_ratio": lay.get("max_ratio"),
+                             "median_mean2_over_var": lay.get("median_mean2_over_var")})
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
 

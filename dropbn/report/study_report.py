@@ -65,9 +65,13 @@ def rescore(sel: dict, tune_dir: Path) -> dict:
             for v in sel["variants"]}
 
 
-def build(study_dir, out=None, baseline: str = "reg=none", progress=None) -> Path:
+def build(study_dir, out=None, baseline: str = "reg=none", progress=None, claims=()) -> Path:
+    """`claims`: claims files to check (none: the claims the study registered, else the default file)."""
+    from ..config.registration import claims_for
+
     study_dir = Path(study_dir)
     sel = load_selected(study_dir)
+    claim_set, registration = claims_for([study_dir], claims)
     final_dir, tune_dir = study_dir / FINAL, study_dir / TUNE
     expected = [final_dir / r["run"] for v in sel["variants"] for r in v["final_runs"]]
     present = [p for p in expected if p.is_dir()]
@@ -81,7 +85,8 @@ def build(study_dir, out=None, baseline: str = "reg=none", progress=None) -> Pat
     missing = len(expected) - len(present)
     return render.build(coll, out, baseline, sources=[f"{final_dir} (the final runs of {S.SELECTED})"],
                         preamble=preamble(sel, scored, missing),
-                        extra=[lambda ctx: tuned_section(sel, scored)])
+                        extra=[lambda ctx: tuned_section(sel, scored)], claim_set=claim_set,
+                        registration=registration)
 
 
 # ---------------------------------------------------------------- text

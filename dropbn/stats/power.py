@@ -35,7 +35,9 @@ def t_test_power(n_per_arm: int, d: float, alpha: float = ALPHA) -> float:
         return math.nan
     df, nc = 2 * n - 2, abs(d) * math.sqrt(n / 2)
     tc = st.t.ppf(1 - alpha / 2, df)
-    return float(st.nct.sf(tc, df, nc) + st.nct.cdf(-tc, df, nc))
+    # P(T < -tc) as the upper tail of -T ~ nct(df, -nc): scipy's nct.cdf(-tc, df, nc) returns NaN
+    # where that tail underflows (large nc), which made the search below skip over such n
+    return float(st.nct.sf(tc, df, nc) + st.nct.sf(tc, df, -nc))
 
 
 def seeds_per_arm(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER,

@@ -238,6 +238,8 @@ class Plan:
     def sweep(self, stage: str, v: Variant, body: list[str], search_keys: list[str], seeds: list[int]) -> Sweep:
         seed = [f"seed={','.join(str(s) for s in seeds)}"]
         where = [f"out_root={ov_value(str(self.dir))}", f"name={stage}"]
+        if stage == STAGE_TUNE:
+            where.append("train.eval_test=false")  # tuning never computes a test metric
         args = body + seed + where
         jobs = []
         for job in expand_jobs(args, True, self.hy.loader):

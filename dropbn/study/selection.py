@@ -17,6 +17,12 @@ Ranking the points of one variant (best first):
      selecting on val_acc, val_acc when selecting on val_loss);
   4. still tied: the earlier point in the search order (values as listed, first key
      slowest; with optuna, the earlier trial).
+"Tied" is not float equality: a mean over n seeds of accuracies on val_size images can only move
+in steps of 1 / (n * val_size), so two means count as equal when they differ by less than half
+such a step: by float rounding only (0.9772 against 0.9772000000000001 picked the wrong point
+once). Two losses are equal when they agree to 9 significant digits (`tied`). The same test picks the earliest best epoch of a curve. Ranking
+is greedy, so it stays well defined although "within a tolerance" is not transitive: the first
+point is the winner of all of them under the rule, the second the winner of the rest, and so on.
 Pure functions (no torch, no Hydra): the study runs them after the tune stage and the
 report runs them again on the tune run records.
 """
@@ -40,7 +46,9 @@ RULE = ("Per variant, the point with the best mean {metric} over the tune seeds 
         "at its best epoch: the epoch whose mean validation curve is best (the earliest on ties). "
         "A point with a diverged or failed tune run ranks below every point without one (fewer such runs "
         "first). Ties on the score go to the better mean {other} at the best epoch, then to the earlier "
-        "point in the search order. Only validation metrics are read (metrics.csv: epoch, val_acc, "
+        "point in the search order. Mean accuracies that differ by less than half an image over the "
+        "seeds (0.5 / (seeds x validation images): float rounding) count as tied, as do losses equal to "
+        "9 significant digits. Only validation metrics are read (metrics.csv: epoch, val_acc, "
         "val_loss; summary.json: status); the test set is touched only by the final runs.")
 
 
@@ -58,6 +66,7 @@ class ValRun:
     val: dict = field(default_factory=dict)   # metric -> {epoch: value}
     schedule: str | None = None   # train.schedule of the run (how its epoch count may be used)
     epochs: int | None = None     # train.epochs of the run
+    val_images: int | None = None  # size of the validation split (summary.json data_sizes.val)
 
     @property
     def lost(self) -> bool:
@@ -67,7 +76,7 @@ class ValRun:
 def read_val_run(stage_dir: Path, run: str, seed: int) -> ValRun:
     """Status, train.schedule/epochs and validation curves of one run; never a test metric."""
     folder = Path(stage_dir) / run
-    status, schedule, epochs = MISSING, None, None
+    status, schedule, epochs, val_images = MISSING, None, None, None
     s = read_summary(folder)
     try:
         if s is None:
@@ -75,6 +84,8 @@ def read_val_run(stage_dir: Path, run: str, seed: int) -> ValRun:
         status = str(s.get("status") or UNFINISHED)
         train_cfg = (s.get("config") or {}).get("train") or {}
         schedule, epochs = train_cfg.get("schedule"), train_cfg.get("epochs")
+        n_val = (s.get("data_sizes") or {}).get("val")
+        val_images = n_val if isinstance(n_val, int) and not isinstance(n_val, bool) and n_val > 0 else None
     except (ValueError, AttributeError):
         if folder.is_dir():
             status = UNFINISHED
@@ -91,7 +102,7 @@ def read_val_run(stage_dir: Path, run: str, seed: int) -> ValRun:
                 val[m][int(ep)] = v
     if status == "completed" and not val["val_acc"]:
         status = "failed"  # completed without a validation split: nothing to select on
-    return ValRun(seed, run, status, val, schedule, epochs)
+    return ValRun(seed, run, status, val, schedule, epochs, val_images)
 
 
 def _num(v) -> float | None:
@@ -137,6 +148,21 @@ class PointScore:
     def schedule(self) -> str | None:
         return next((r.schedule for r in self.runs if r.schedule is not None), None)
 
+    @property
+    def val_images(self) -> int | None:
+        return next((r.val_images for r in self.runs if r.val_images is not None), None)
+
+
+def tied(a: float, b: float, metric: str, images: int | None) -> bool:
+    """Whether two mean values of `metric` count as equal (the module docstring): accuracies that
+    differ by less than half an image of the `images` counted (seeds x validation images), losses
+    equal to 9 significant digits; two non-finite values are tied."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return not math.isfinite(a) and not math.isfinite(b)
+    if metric == "val_acc":
+        return abs(a - b) < (0.5 / images if images else 1e-12)
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
 
 def score_point(index: int, point: dict, runs: list, metric: str) -> PointScore:
     ps = PointScore(index, dict(point), list(runs), metric)
@@ -148,7 +174,9 @@ def score_point(index: int, point: dict, runs: list, metric: str) -> PointScore:
         return ps
     curve = {e: sum(r.val[metric][e] for r in ok) / len(ok) for e in epochs}
     sign = 1 if METRIC_DIRECTION[metric] == "max" else -1
-    best = max(epochs, key=lambda e: (sign * curve[e], -e))  # earliest epoch on ties
+    top = max(sign * curve[e] for e in epochs) * sign
+    images = len(ok) * ps.val_images if ps.val_images else None
+    best = next(e for e in epochs if tied(curve[e], top, metric, images))  # the earliest of the tied best
     ci = mean_ci([r.val[metric][best] for r in ok])
     other = [r.val[OTHER[metric]].get(best) for r in ok]
     other = [v for v in other if v is not None]
@@ -164,15 +192,26 @@ def rank_points(points: list[PointScore]) -> list[PointScore]:
     if not points:
         return []
     metric = points[0].metric
-    sign = 1 if METRIC_DIRECTION[metric] == "max" else -1
+    n_val = next((p.val_images for p in points if p.val_images is not None), None)
 
-    def worse_is_larger(v: float, s: int) -> float:
-        return -s * v if math.isfinite(v) else math.inf
+    def best_of(cands: list[PointScore], value, m: str) -> list[PointScore]:
+        """The candidates tied with the best value of `m` among them."""
+        sign = 1 if METRIC_DIRECTION[m] == "max" else -1
+        finite = [value(p) for p in cands if math.isfinite(value(p))]
+        top = sign * max(sign * v for v in finite) if finite else math.nan
+        images = max((p.n for p in cands), default=0) * n_val if n_val else None
+        return [p for p in cands if tied(value(p), top, m, images)]
 
-    def key(p: PointScore):
-        return (p.lost, worse_is_larger(p.mean, sign), worse_is_larger(p.other, -sign), p.index)
+    def winner(rest: list[PointScore]) -> PointScore:
+        fewest = min(p.lost for p in rest)
+        cands = best_of([p for p in rest if p.lost == fewest], lambda p: p.mean, metric)
+        cands = best_of(cands, lambda p: p.other, OTHER[metric])
+        return min(cands, key=lambda p: p.index)
 
-    ranked = sorted(points, key=key)
+    rest, ranked = list(points), []
+    while rest:  # greedy: the winner of what is left, each time
+        ranked.append(winner(rest))
+        rest.remove(ranked[-1])
     for i, p in enumerate(ranked, 1):
         p.rank = i
     return ranked

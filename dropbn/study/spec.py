@@ -13,7 +13,7 @@ SELECTS = tuple(S.METRIC_DIRECTION)
 SEARCHERS = ("grid", "optuna")
 # keys a study sets itself (or that do not change what a run computes): never searched or compared
 NOT_SEARCHABLE = ("seed", "name", "out_root", "device", "data.root", "data.cache_dir", "data.download",
-                  "train.force", "train.progress", "train.threads", "train.diagnostics")
+                  "train.force", "train.progress", "train.threads", "train.diagnostics", "train.eval_test")
 
 
 def flatten_space(node, where: str) -> list[tuple[str, list]]:
@@ -79,6 +79,7 @@ class Spec:
     trials: int
     final_val_size: int | None
     final_overrides: list          # [(key, value)]
+    claims: list = ()              # claims files registered before the final runs (empty: the default file)
 
 
 def _seeds(node, key: str) -> list[int]:
@@ -138,7 +139,12 @@ def parse_spec(cfg: DictConfig) -> Spec:
                                                      "model, data, reg, optim and train keys")
     if searcher == "optuna":
         optuna_module()
-    return Spec(variants, search, tune, final, select, searcher, trials, fvs, fo)
+    claims = to_py(st.get("claims")) or []
+    if not isinstance(claims, list) or not all(isinstance(x, str) and x for x in claims):
+        raise ConfigError("study.claims", claims, "must be a list of claims files, e.g. [my_claims.yaml]")
+    from ..config.claims_file import load
+    load(claims)  # a bad claims file stops the study before any training (one line, exit 2)
+    return Spec(variants, search, tune, final, select, searcher, trials, fvs, fo, list(claims))
 
 
 def optuna_module():

@@ -7,6 +7,8 @@ import time
 import yaml
 
 from . import selection as S
+from ..config import registration as R
+from ..config.claims_file import load as load_claims
 from ..record.layout import atomic_write_text
 from .overrides import fmt_point, ov_value
 from .plan import STAGE_TUNE, Plan, Sweep
@@ -78,6 +80,8 @@ class Study(Plan):
             "overrides": self.passed,
             "variants": out_variants,
         }
+        # the claims, fixed before the final stage trains (kept from an earlier call once a final run exists)
+        doc[R.KEY] = R.for_study(R.read_yaml(self.dir / S.SELECTED), self.dir / S.FINAL, load_claims(spec.claims))
         atomic_write_text("# dropbn study: the selection (validation metrics only). Written by `dropbn study`;\n"
                           "# point values are override text, as passed to `dropbn train`.\n"
                           + yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=110),
@@ -88,8 +92,8 @@ class Study(Plan):
         run_stage(self.dir, self.finals, workers=self.workers)
 
     def run(self, report) -> int:
-        """Tune, select, final, then `report(study folder)` -> the report's path (the study command passes
-        dropbn.report.study_report.build: the study package does not import the report)."""
+        """Tune, select, final, then `report(study folder, claims files)` -> the report's path (the study
+        command passes dropbn.report.study_report.build: the study package does not import the report)."""
         t0 = time.monotonic()
         try:
             n_tune = sum(len(v.grid()) if self.spec.searcher == "grid" else self.optuna_budget(v)
@@ -107,7 +111,7 @@ class Study(Plan):
             log(f"selected ({self.spec.select}, mean over tune seeds) -> {self.dir / S.SELECTED}")
             print(selection_table(doc), flush=True)
             self.final()
-            path = report(self.dir)
+            path = report(self.dir, self.spec.claims)
             log(f"report: {path}")
             log(f"done in {time.monotonic() - t0:.0f} s")
             return 0

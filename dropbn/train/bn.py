@@ -17,7 +17,12 @@ when training fed the layer more variance than it sees with dropout off, as
 dropout placed before BN does; BN then divides eval-mode activations by too
 large a standard deviation. `mean_ratio` / `median_ratio` / `max_ratio` are the
 arithmetic mean / median / maximum over the layer's channels (a few near-dead
-channels can dominate the mean; the median is robust to them). The *worst*
+channels can dominate the mean; the median is robust to them).
+`median_mean2_over_var` is the median over channels of mean_c^2 / real_var_c of
+the same eval-mode input: with inverted dropout at rate p right before the layer,
+the running variance (train mode) is (var + mean^2) / (1 - p) - mean^2, so the
+predicted ratio is 1/(1 - p) + p/(1 - p) * mean^2/var (2 + mean^2/var at
+p = 0.5), not 1/(1 - p): post-ReLU inputs have a mean. The *worst*
 layer is the one whose ratio (`worst_layer`'s `key`) is furthest from 1 in log
 terms, i.e. the largest |log ratio|, so a shift in either direction counts.
 
@@ -127,9 +132,12 @@ class BNInputStats:
             mean_d = s1 / n
             test_var = (s2 / n - mean_d * mean_d).clamp_min(0.0)
             r = (m.running_var.double() + m.eps) / (test_var + m.eps)
+            mean = m.running_mean.double() + mean_d
+            q = mean * mean / (test_var + m.eps)  # input mean^2 / variance per channel (eval mode)
             out.append({"name": name, "mean_ratio": float(r.mean()),
                         "median_ratio": float(r.quantile(0.5)),  # the mean of the two middle values
-                        "max_ratio": float(r.max())})
+                        "max_ratio": float(r.max()),
+                        "median_mean2_over_var": float(q.quantile(0.5))})
         return out
 
 

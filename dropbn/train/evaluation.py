@@ -1,8 +1,8 @@
-"""Measuring a model in eval mode: loss and accuracy over batches, milliseconds per forward.
+"""Measuring a model in eval mode: loss, accuracy and predictions over batches, milliseconds per forward.
 
-`evaluate` is the one accuracy evaluation: the training loop's metrics rows, the
-diagnostics (test accuracy before and after BN recalibration) and the benchmark
-all call it. `time_models` times forward passes for the diagnostics' inference cost.
+`predict` is the one accuracy evaluation: the training loop's metrics rows (with the
+predicted classes that go into predictions.npz), and through `evaluate` the diagnostics
+(test accuracy before and after BN recalibration) and the benchmark. `time_models` times forward passes for the diagnostics' inference cost.
 """
 from __future__ import annotations
 
@@ -15,25 +15,36 @@ import torch.nn.functional as F
 from .device import sync
 
 
-@torch.inference_mode()
 def evaluate(model, batches) -> tuple[float, float]:
     """Mean loss and accuracy in eval mode (dropout off, BN running statistics).
 
     `batches` yields (x, y); the model's train/eval mode is restored afterwards.
     """
+    loss, acc, _ = predict(model, batches, keep=False)
+    return loss, acc
+
+
+@torch.inference_mode()
+def predict(model, batches, keep: bool = True) -> tuple[float, float, torch.Tensor | None]:
+    """`evaluate`, and the predicted class of every example in batch order (a CPU uint8 tensor, or
+    int16 beyond 256 classes; None when `keep` is false)."""
     was = model.training
     model.eval()
     loss = acc = None
     n = 0
+    preds = []
     for x, y in batches:
         out = model(x).float()
         l_ = F.cross_entropy(out, y, reduction="sum")
-        a_ = (out.argmax(1) == y).sum()
+        p = out.argmax(1)
+        a_ = (p == y).sum()
         loss = l_ if loss is None else loss + l_
         acc = a_ if acc is None else acc + a_
         n += len(y)
+        if keep:
+            preds.append(p.to(torch.uint8 if out.shape[1] <= 256 else torch.int16))
     model.train(was)
-    return loss.item() / n, acc.item() / n
+    return loss.item() / n, acc.item() / n, torch.cat(preds).cpu() if keep else None
 
 
 @torch.inference_mode()

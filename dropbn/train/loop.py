@@ -36,7 +36,7 @@ from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
 from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
-from .evaluation import evaluate
+from .evaluation import predict
 from .checkpoint import environment, load_checkpoint, save_checkpoint
 from ..record.identity import IdentityError, recorded_config, same_config
 from ..record.layout import MODEL_TXT, finished_problem, remove_stale_tmp
@@ -45,6 +45,7 @@ from ..record.states import FINISHED
 from ..base.parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
 from ..base.signals import requested_signal
+from ..record.predictions import PREDICTIONS, SPLITS, write_predictions
 from ..record.summary import summarize
 from .tensorboard import TensorBoardLog
 
@@ -106,7 +107,9 @@ def setup(cfg, launcher=None) -> Built:
     sched = build_scheduler(cfg, opt, budget)
     n_eval = cfg.train.eval_train_size or len(data.train)
     eval_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.data.split_seed))
-    eval_sets = {"train": data.train.subset(eval_idx[:n_eval].to(device)), "test": data.test}
+    eval_sets = {"train": data.train.subset(eval_idx[:n_eval].to(device))}
+    if cfg.train.eval_test:  # off in a study's tune stage: its records hold no test number
+        eval_sets["test"] = data.test
     if data.val is not None:
         eval_sets["val"] = data.val
     eval_batches = {k: Batches(s, cfg.train.eval_batch_size, data.mean, data.std, channels_last=cl)
@@ -133,14 +136,17 @@ def _set_rng_state(device, gen, s) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def checkpoint(job: Built, period: int, rows: list[dict], train_seconds: float, config: dict) -> dict:
+def checkpoint(job: Built, period: int, rows: list[dict], train_seconds: float, config: dict,
+               predictions: list[dict]) -> dict:
     """The state after `period` periods: everything `resume` needs to continue bit-identically,
-    mid-pass too (the stream's permutation and position, and the generator's state)."""
+    mid-pass too (the stream's permutation and position, and the generator's state), and the
+    predictions of every period so far (uint8 tensors: predictions.npz takes the final and the
+    validation-picked period's)."""
     return {"epoch": period,  # periods done: epochs in an epoch run
             "step": job.budget.steps_after(period), "stream": job.train_batches.state(),
             "model": job.model.state_dict(), "optimizer": job.opt.state_dict(),
             "scheduler": job.sched.state_dict(), "rng": _rng_state(job.device, job.gen),
-            "metrics": rows, "train_seconds": train_seconds, "config": config}
+            "metrics": rows, "predictions": predictions, "train_seconds": train_seconds, "config": config}
 
 
 def check_folder(rd: RunDir, config: dict, force: bool = False) -> dict | None:
@@ -182,12 +188,13 @@ def begin(rd: RunDir, config: dict, start=None) -> None:
         raise DropbnError(f"run folder {rd.path} is not writable ({e.strerror or first_line(e)})") from None
 
 
-def resume(rd: RunDir, job: Built, cfg) -> tuple[list[dict], int, float]:
-    """(metrics rows, periods done, training seconds): from the run folder's checkpoint, else a fresh start.
-    `check_folder` has checked that the checkpoint is readable and holds this config."""
+def resume(rd: RunDir, job: Built, cfg) -> tuple[list[dict], list[dict], int, float]:
+    """(metrics rows, their predictions, periods done, training seconds): from the run folder's
+    checkpoint, else a fresh start. `check_folder` has checked that the checkpoint is readable and
+    holds this config. A checkpoint written before runs kept predictions has none for its periods."""
     ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
-        return [], 0, 0.0
+        return [], [], 0, 0.0
     job.model.load_state_dict(ckpt["model"])
     job.opt.load_state_dict(ckpt["optimizer"])
     job.sched.load_state_dict(ckpt["scheduler"])
@@ -201,7 +208,8 @@ def resume(rd: RunDir, job: Built, cfg) -> tuple[list[dict], int, float]:
     else:  # killed between the last checkpoint and the summary
         whole = f"{b.total} steps" if b.by_steps else f"{done} epochs"
         log.info(f"{rd.path}: all {whole} are in the checkpoint; writing the summary")
-    return ckpt["metrics"], done, ckpt["train_seconds"]
+    rows = ckpt["metrics"]
+    return rows, ckpt.get("predictions") or [{} for _ in rows], done, ckpt["train_seconds"]
 
 
 # ---------------------------------------------------------------- after each period
@@ -221,25 +229,30 @@ def divergence(job: Built, period: int, ep: Epoch) -> dict | None:
     return {"epoch": period, "step": step, "reason": reason}
 
 
-def metrics_row(job: Built, period: int, ep: Epoch, train_seconds: float) -> dict:
+def metrics_row(job: Built, period: int, ep: Epoch, train_seconds: float) -> tuple[dict, dict]:
     """The metrics.csv row of `period`: passes and steps done, loss and accuracy on every eval set,
-    the lr of the last step, timings (`epoch_seconds`: the period's training time)."""
+    the lr of the last step, timings (`epoch_seconds`: the period's training time); and the
+    predicted classes on the test and validation sets ({"test": tensor, "val": tensor})."""
     t1 = time.perf_counter()
     steps = job.budget.steps_before(period) + ep.steps
     row = {"epoch": job.budget.epoch(steps), "step": steps}
+    preds = {}
     for k, b in job.eval_batches.items():
-        row[f"{k}_loss"], row[f"{k}_acc"] = evaluate(job.model, b)
+        row[f"{k}_loss"], row[f"{k}_acc"], p = predict(job.model, b, keep=k in SPLITS)
+        if p is not None:
+            preds[k] = p
     row["lr"] = ep.lr
     row["step_loss"] = ep.loss_sum / max(1, ep.steps)
     row["epoch_seconds"] = ep.seconds
     row["eval_seconds"] = time.perf_counter() - t1
     row["train_seconds"] = train_seconds
-    return row
+    return row, preds
 
 
 def _log_period(row: dict, budget: Budget) -> None:
     log.info(f"{budget.where(row['step'])}  train loss {row['train_loss']:.4f} "
-             f"acc {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
+             f"acc {row['train_acc']:.4f}"
+             + (f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}" if "test_acc" in row else "")
              + (f" | val acc {row['val_acc']:.4f}" if "val_acc" in row else "")
              + f" | {row['epoch_seconds']:.1f}s")
 
@@ -287,7 +300,7 @@ def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
         job = setup(cfg, launcher)
         desc = models.describe(job.model, job.data.shape)
         rd.write_text(MODEL_TXT, desc + "\n")
-        rows, periods_done, train_seconds = resume(rd, job, cfg)
+        rows, preds, periods_done, train_seconds = resume(rd, job, cfg)
         tb.open(rd.path, rows)
         log.info(f"{desc}\ndata: {job.data.label} {job.data.sizes()}  device: {job.device}  "
                  f"threads: {torch.get_num_threads()}\nrun folder: {rd.path}")
@@ -303,32 +316,65 @@ def train_claimed(cfg, rd: RunDir, config: dict, launcher=None) -> dict:
                 log.warning(f"diverged at epoch {diverged_at['epoch']}, step {diverged_at['step']} "
                             f"({diverged_at['reason']})")
                 break
-            rows.append(metrics_row(job, period, ep, train_seconds))
+            row, p = metrics_row(job, period, ep, train_seconds)
+            rows.append(row)
+            preds.append(p)
             tb.epoch(rows[-1])
             _log_period(rows[-1], job.budget)
-            save_checkpoint(rd, checkpoint(job, period, rows, train_seconds, config))
+            save_checkpoint(rd, checkpoint(job, period, rows, train_seconds, config, preds))
             rd.write_metrics(rows)
-        summary = finish(rd, job, cfg, rows, status, diverged_at, config)
+        summary = finish(rd, job, cfg, rows, status, diverged_at, config, preds)
         tb.finish(config, summary)
         return summary
 
 
-def finish(rd: RunDir, job: Built, cfg, rows: list[dict], status: str, diverged_at, config: dict) -> dict:
-    """Write summary.json (with diagnostics after a completed run, when asked) and metrics.csv."""
+def finish(rd: RunDir, job: Built, cfg, rows: list[dict], status: str, diverged_at, config: dict,
+           preds: list[dict]) -> dict:
+    """Write summary.json (with diagnostics after a completed run, when asked), metrics.csv and
+    predictions.npz (before the summary, which is what makes the run finished)."""
     summary = summarize(rows, cfg, status=status, diverged_at=diverged_at,
                         params=models.count_params(job.model), data=job.data, config=config,
                         env=environment(job.device, job.parallel_runs), epochs=job.budget.passes, steps=job.budget.total)
     if status == "completed" and cfg.train.diagnostics:
-        summary["diagnostics"] = run_diagnostics(job.model, job.data, cfg, job.device)
+        if cfg.train.eval_test:
+            summary["diagnostics"] = run_diagnostics(job.model, job.data, cfg, job.device)
+        else:
+            log.info("no diagnostics: they measure the test set, and train.eval_test=false")
     rd.write_metrics(rows)
+    write_run_predictions(rd, job.data, rows, preds, summary, config)
     rd.write_summary(summary)
     if status == "completed":
-        best = (f" (epoch {summary['best_epoch']} chosen on val: {summary['test_acc_at_best_epoch']:.4f})"
-                if summary["best_epoch"] is not None else "")
-        log.info(f"done: test acc {summary['final_test_acc']:.4f}{best}, "
-                 f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch "
-                 f"(epoch 1: {summary['first_epoch_seconds']:.1f} s)\nrun folder: {rd.path}")
+        log.info(_done_line(summary) + f"\nrun folder: {rd.path}")
     return summary
+
+
+def _done_line(summary: dict) -> str:
+    if summary["final_test_acc"] is None:  # train.eval_test=false
+        return f"done: val acc {summary.get('final_val_acc') or float('nan'):.4f} (no test evaluation)"
+    best = (f" (epoch {summary['best_epoch']} chosen on val: {summary['test_acc_at_best_epoch']:.4f})"
+            if summary["best_epoch"] is not None else "")
+    return (f"done: test acc {summary['final_test_acc']:.4f}{best}, "
+            f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch "
+            f"(epoch 1: {summary['first_epoch_seconds']:.1f} s)")
+
+
+def write_run_predictions(rd: RunDir, data: Data, rows: list[dict], preds: list[dict], summary: dict,
+                          config: dict) -> None:
+    """predictions.npz: the final row's predictions and the validation-picked row's (record/predictions.py).
+    Nothing when the run has no row, or its checkpoint predates predictions."""
+    if not rows or len(preds) != len(rows) or not preds[-1]:
+        return
+    picked = next((p for r, p in zip(rows, preds) if r["epoch"] == summary["best_epoch"]), None)
+    labels = {k: None if s is None else s.y.cpu().numpy() for k, s in (("test", data.test), ("val", data.val))}
+    labels = {k: y for k, y in labels.items() if k in preds[-1]}
+    write_predictions(rd.file(PREDICTIONS), labels, _numpy(preds[-1]), _numpy(picked) if picked else None,
+                      rows[-1]["epoch"], summary["best_epoch"] if picked else None,
+                      (config.get("data") or {}).get("fingerprint", ""),  # data.fingerprint (record/identity.py)
+                      len(data.classes))
+
+
+def _numpy(preds: dict) -> dict:
+    return {k: v.numpy() for k, v in preds.items()}
 
 
 @contextmanager
