@@ -37,8 +37,8 @@ from .device import place, resolve_device, set_threads, tune_backends, uses_chan
 from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
 from .evaluation import evaluate
-from .checkpoint import environment, load_checkpoint, save_checkpoint
-from ..record.layout import (FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
+from .checkpoint import corrupt, environment, load_checkpoint, load_problem, save_checkpoint
+from ..record.layout import (CHECKPOINT, FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
                    remove_stale_tmp, same_config)
 from ..base.parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
@@ -185,12 +185,15 @@ def resume(rd: RunDir, job: Job, cfg) -> tuple[list[dict], int, float]:
     ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
         return [], 0, 0.0
-    job.model.load_state_dict(ckpt["model"])
-    job.opt.load_state_dict(ckpt["optimizer"])
-    job.sched.load_state_dict(ckpt["scheduler"])
-    _set_rng_state(job.device, job.gen, ckpt["rng"])
-    if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
-        job.train_batches.load_state(ckpt["stream"])
+    try:  # a checkpoint of this config that does not fit its model, optimizer or stream is corrupt
+        job.model.load_state_dict(ckpt["model"])
+        job.opt.load_state_dict(ckpt["optimizer"])
+        job.sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(job.device, job.gen, ckpt["rng"])
+        if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
+            job.train_batches.load_state(ckpt["stream"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise corrupt(rd.file(CHECKPOINT), load_problem(e)) from None
     b, done = job.budget, ckpt["epoch"]
     if done < b.periods:
         at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
