@@ -58,7 +58,7 @@ def validate(cfg: DictConfig) -> None:
     for key, rule in sorted(RULES.items(), key=lambda kv: bool(kv[1].registry)):
         v = _plain(OmegaConf.select(cfg, key))
         if not rule.ok(v):
-            raise ConfigError(key, v, rule.allowed)
+            raise ConfigError(key, v, rule.allowed_for(v))
     _check_folders(cfg)
     # the registries import torch, so they are imported here, not with this module (see schema.py)
     from ..train.data import SOURCES
