@@ -8,7 +8,6 @@ OUT comes from one call, and a call that fails leaves the previous report as it 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..base.errors import DropbnError
-from ..record.layout import LOCAL_PATHS, TMP_SUFFIX, _fsync_dir, atomic_write_bytes, atomic_write_text
+from ..record.folders import not_a_folder, replace_folder
+from ..record.layout import LOCAL_PATHS, TMP_SUFFIX, atomic_write_bytes, atomic_write_text
 from . import optional as O
 from . import sections as S
 from .collect import Collection
@@ -36,8 +36,9 @@ def check_out(out: Path, run_paths) -> None:
         rp = Path(p).resolve()
         if o == rp or rp in o.parents:
             raise DropbnError(f"report: --out {out} is inside the run folder {p}; reports never write into runs")
-    if o.exists() and not o.is_dir():
-        raise DropbnError(f"report: --out {out} exists and is not a folder")
+    why = not_a_folder(out)
+    if why:
+        raise DropbnError(f"report: --out {out} {why}; must be a folder path (created if missing)")
 
 
 class Writer:
@@ -116,22 +117,8 @@ def fresh_folder(out: Path) -> Path:
 
 
 def swap_in(new: Path, out: Path) -> None:
-    """Make the complete folder `new` the folder `out`: `out` moves aside (a rename), `new` takes its
-    name (a rename), then the old one is deleted. At every moment `out` is either the whole old report
-    or the whole new one (or, for the instant between the renames, absent), never a mix."""
-    old = None
-    if out.is_dir():
-        old = out.parent / f".{out.name}.{secrets.token_hex(4)}.old{TMP_SUFFIX}"
-        os.rename(out, old)
-    try:
-        os.rename(new, out)
-    except OSError:
-        if old is not None:
-            os.rename(old, out)  # put the old report back
-        raise
-    _fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """`new` becomes `out` whole (dropbn/base/folders.py); then old temp folders of killed calls go."""
+    replace_folder(new, out, aside=f".{out.name}.{secrets.token_hex(4)}.old{TMP_SUFFIX}")
     _remove_leftovers(out)
 
 

@@ -36,6 +36,7 @@ from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
 from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
+from ..config.validation import check_batch_size
 from .evaluation import evaluate
 from .checkpoint import corrupt, environment, load_checkpoint, load_problem, save_checkpoint
 from ..record.layout import (CHECKPOINT, FINISHED, MODEL_TXT, IdentityError, RunDir, finished_problem, recorded_config,
@@ -93,6 +94,8 @@ def setup(cfg, launcher=None) -> Job:
     tune_backends(device)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device)
+    check_batch_size(cfg.train.batch_size, len(data.train),
+                     f": {data.label}'s training images after data.val_size={cfg.data.val_size}")
     cl = uses_channels_last(cfg.model.name, device)
     model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), device, cl)
     opt = build_optimizer(cfg, model.parameters())
@@ -332,11 +335,22 @@ def finish(rd: RunDir, job: Job, cfg, rows: list[dict], status: str, diverged_at
 
 @contextmanager
 def failure_recorded(rd: RunDir, cfg, config: dict):
-    """A crash inside the run (not an input error) leaves status "failed" with the error, then propagates."""
+    """A crash inside the run (not an input error) leaves status "failed" with the error (one line),
+    then propagates. A file-system error (disk full, a folder turned read-only) is one line (exit 2),
+    not a traceback; the failed summary is then written if it still fits."""
     try:
         yield
     except DropbnError:
         raise
+    except OSError as e:
+        why = f"{type(e).__name__}: {e.strerror or first_line(e)}" + (f": {e.filename}" if e.filename else "")
+        try:
+            rd.write_summary({"status": "failed", "error": why, "seed": cfg.seed, "config": config})
+            kept = "summary.json says failed"
+        except OSError:
+            kept = "summary.json could not be written either"
+        raise DropbnError(f"{rd.path}: the run stopped: {why} ({kept}; once there is room, the same command "
+                          f"resumes it from its last checkpoint, if any)") from None
     except Exception as e:
         rd.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed,
                           "config": config})
