@@ -19,7 +19,8 @@ from dropbn.train import data as D
 from dropbn.train import readers
 from dropbn.train.checkpoint import load_checkpoint
 from dropbn.record.layout import RunDir
-from dropbn.base.errors import DropbnError, DataError
+from dropbn.base.errors import DataError
+from dropbn.base.signals import MAIN_PID_ENV
 
 from .conftest import DATA_DIR, ROOT, needs_mnist
 from .test_data import dcfg, make_imagefolder
@@ -54,7 +55,7 @@ class Payload:
 
 def dropbn(capsys, monkeypatch, *args) -> tuple[int, list[str]]:
     """`dropbn ARGS` in this process: (exit code, stderr lines)."""
-    monkeypatch.setenv("DROPBN_MAIN_PID", "")  # `train -m` sets it for its workers; restored after the test
+    monkeypatch.setenv(MAIN_PID_ENV, "")  # `train -m` sets it for its workers; restored after the test
     handler = signal.getsignal(signal.SIGTERM)
     try:
         cli.main(list(args))
@@ -80,7 +81,7 @@ def sweep(tmp_path_factory):
     args = ["train", "-m", *SWEEP, f"data.path={mnist_folder(out / 'digits')}", f"data.cache_dir={out / 'cache'}",
             f"out_root={out}", "seed=0,1"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DROPBN_MAIN_PID", "")
+        mp.setenv(MAIN_PID_ENV, "")
         handler = signal.getsignal(signal.SIGTERM)
         try:
             cli.main(args)
