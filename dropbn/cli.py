@@ -14,7 +14,7 @@ import os
 import sys
 
 from .base.errors import DropbnError, Interrupted, fail
-from .base.signals import GracefulStop, in_worker_process
+from .base.signals import GracefulStop, exit_with_parent, in_worker_process
 
 USAGE = """usage: dropbn <command> [args]
 
@@ -64,6 +64,8 @@ def _train_app():
                 total = os.environ.get("DROPBN_SWEEP_JOBS", "?")
                 logging.getLogger("dropbn").info(f"=== run {hc.job.num + 1}/{total}: {hc.job.override_dirname}")
             launcher = hc.launcher if "launcher" in hc else None  # a sweep's: the run's share of the cores
+            if in_worker_process(launcher):
+                exit_with_parent()  # a worker does not outlive `dropbn train -m` (kill -9)
             with GracefulStop():  # SIGINT/SIGTERM: stop at the next step, exit 130/143
                 summary = run(cfg, hc.runtime.output_dir, launcher=launcher, start=record.start)
             if summary is None:  # another process holds the run's claim and trains it

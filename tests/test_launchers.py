@@ -177,6 +177,38 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_a_rerun_finishes(tmp_
     assert all(x["status"] == "completed" for x in summaries(tmp_path)) and len(summaries(tmp_path)) == 2
 
 
+@needs_mnist
+@needs_joblib
+def test_workers_of_a_parallel_sweep_exit_when_it_is_killed(tmp_path):
+    """Issue 27: after kill -9 of `dropbn train -m hydra/launcher=parallel` (nothing to forward a signal)
+    its joblib workers end within seconds instead of living on, orphaned."""
+    import os
+    import signal
+    import time
+
+    from dropbn.base.signals import child_pids
+
+    from .conftest import DROPBN
+
+    sweep = [a for a in SWEEP if not a.startswith("train.epochs=")]
+    args = ["train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *sweep, "train.epochs=40",
+            "train.batch_size=32", f"out_root={tmp_path}"]
+    with open(tmp_path / "sweep.log", "w") as f:
+        p = subprocess.Popen([DROPBN, *args], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    while len(list(tmp_path.rglob("train.log"))) < 2:  # both workers have started their run
+        assert p.poll() is None and time.monotonic() - t0 < 180, (tmp_path / "sweep.log").read_text()[-3000:]
+        time.sleep(0.1)
+    workers = child_pids(p.pid)
+    assert workers
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    t1 = time.monotonic()
+    while running := [w for w in workers if _alive(w)]:
+        assert time.monotonic() - t1 < 5, f"alive 5 s after their parent: {[_cmdline(w) for w in running]}"
+        time.sleep(0.1)
+
+
 def _alive(pid: int) -> bool:
     """A process that exists and is not a zombie (an orphan's exit status may wait for a reaper)."""
     try:

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -702,3 +703,50 @@ def test_published_numbers_sit_next_to_ours(sweep, tmp_path):
         f.write_text(json.dumps(s))
     assert len(A.anchor_table(collect([held_out], progress=False).runs,
                               tables.group_stats(collect([held_out], progress=False)))) == 1
+
+
+def _files(folder) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_report_is_replaced_whole_not_patched(tmp_path):
+    """Issue 27: tables of a context whose runs are gone do not outlive them in report/."""
+    root = tmp_path / "s"
+    for data in ("mnist", "fashion_mnist"):
+        for seed in (0, 1):
+            make_run(root / f"data={data},seed={seed}", "none", seed, data=data, test_acc=(0.9, 0.95 + 0.01 * seed))
+    report_cli.main([str(root), "--no-progress"])
+    first = _files(root / "report")
+    stale = {f for f in first if "fashion" in f.lower()}
+    assert stale  # comparison_data=...csv/.tex of each data set
+    (root / "report" / "notes.txt").write_text("written by hand")
+    for run in root.glob("data=fashion_mnist,*"):
+        shutil.rmtree(run)
+    md = report_cli.main([str(root), "--no-progress"]).read_text()
+    now = _files(root / "report")
+    assert not now & stale and "notes.txt" not in now
+    listed = {line[3:-1] for line in md.splitlines() if line.startswith("- `")}
+    assert now == listed | {"report.md"}  # every file in report/ is one this call wrote
+    assert sorted(p.name for p in root.iterdir()) == sorted([*(p.name for p in root.glob("data=*")), "report"])
+
+
+def test_a_report_that_cannot_be_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    root = tmp_path / "s"
+    for seed in (0, 1):
+        make_run(root / f"seed={seed}", "none", seed)
+    (root / "report" / "tables").mkdir(parents=True)  # the previous report
+    (root / "report" / "report.md").write_text("# the previous report\n")
+    (root / "report" / "tables" / "comparison.csv").write_text("a,b\n1,2\n")
+    before = {f: (root / "report" / f).read_bytes() for f in _files(root / "report")}
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(render, "atomic_write_text", disk_full)  # the first table fails
+    with pytest.raises(DropbnError, match=f"report: cannot write {root / 'report'} \\(No space left on device\\); "
+                                          "the previous report, if any, is unchanged"):
+        report_cli.main([str(root), "--no-progress"])
+    assert {f: (root / "report" / f).read_bytes() for f in _files(root / "report")} == before
+    assert sorted(p.name for p in root.iterdir()) == ["report", "seed=0", "seed=1"]  # no temp folder left

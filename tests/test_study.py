@@ -28,6 +28,7 @@ import yaml
 from dropbn.study import selection as S
 from dropbn.config.claims_file import load as load_claims
 from dropbn.stats import holm as holm_adjust
+from dropbn.study.plan import Plan
 from dropbn.config.validation import CONFIG_DIR
 from dropbn.record.identity import same_config
 from dropbn.cli import main as cli_main
@@ -261,6 +262,11 @@ BAD = [
     (["study.search.optim.momentum=[0.9]"], "study.search.optim.momentum: not in this preset's study node; add "
                                             "it with Hydra's +: +study.search.optim.momentum=[0.9]"),
     (["-m"], "dropbn study takes config overrides only"),
+    # a whole mapping replaces the preset's (issue 27: {} kept the default variants)
+    (["study.variants={}"], "study.variants={}: must name at least one compared key"),
+    (["study.variants={optim:[sgd,bogus]}"], "study.variants.optim='bogus': allowed: adam, rmsprop, sgd"),
+    (["study.variants={optim:sgd}"], "study.variants.optim='sgd': must be a list of values"),
+    (["study.search={optim:{lr:[-1]}}"], "study.search.optim.lr=-1: must be a number"),
 ]
 
 
@@ -272,6 +278,28 @@ def test_bad_study_input_is_one_line_exit_2(extra, expect, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expect in err[0], err
     assert not (tmp_path / NAME).exists()  # nothing trained, nothing written
+
+
+def test_whole_mappings_replace_the_presets_and_a_rejected_search_value_is_skipped_for_its_variant(tmp_path):
+    """Issue 27: `study.variants={optim:[sgd,adam]}` compares optimizers (it said "unknown key"); a search
+    value one variant rejects (batch norm at batch size 1) is skipped for that variant only, with a line,
+    instead of aborting the study."""
+    plan = Plan(["+exp=tuned_mnist_mlp", f"out_root={tmp_path}", "study.variants={optim:[sgd,adam]}",
+                 "study.search={}"])
+    try:
+        assert [(v.name, v.search) for v in plan.variants] == [("optim=sgd", []), ("optim=adam", [])]
+    finally:
+        plan.hy.close()
+    plan = Plan(["+exp=tuned_mnist_mlp", f"out_root={tmp_path}", "study.variants={reg:[none,batchnorm]}",
+                 "study.search={train:{batch_size:[1,32]}}"])
+    try:
+        none, bn = plan.variants
+        assert (none.name, none.search, none.skipped) == ("reg=none", [("train.batch_size", [1, 32])], {})
+        assert (bn.name, bn.search) == ("reg=batchnorm", [("train.batch_size", [32])])
+        assert bn.skipped == {"train.batch_size=1": "train.batch_size=1: batch norm needs batches of at least 2"}
+    finally:
+        plan.hy.close()
+    assert not (tmp_path / NAME).exists()
 
 
 def test_val_size_zero_through_the_real_command(tmp_path):

@@ -72,6 +72,11 @@ BAD = [
     (["reg.dropout=nan"], ["reg.dropout=nan", "[0.0, 1.0)"]),
     (["train.claim_timeout=inf"], ["train.claim_timeout=inf", "(0.0, inf)"]),
     (["~optim.lr"], ["~optim.lr", "cannot be deleted"]),
+    # numbers beyond what they become where used: float32 for training, int64 for seeds and sizes
+    (["optim.lr=1e39"], ["optim.lr=1e+39", "(0.0, inf); at most 3.402823e+38 (float32, as training uses it)"]),
+    (["optim.weight_decay=1e300"], ["optim.weight_decay=1e+300", "at most 3.402823e+38 (float32"]),
+    (["seed=18446744073709551616"], ["seed=18446744073709551616", "at most 9223372036854775807 (int64"]),
+    (["-m", "data.split_seed=0,9223372036854775808"], ["data.split_seed=9223372036854775808", "(int64"]),
     # allowed names
     (["device=tpu"], ["device='tpu'", "allowed: auto, cpu, cuda"]),
     (["device=cuda:x"], ["device='cuda:x'", "allowed: auto, cpu, cuda, cuda:N, mps"]),

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 log = logging.getLogger("dropbn")
 
@@ -123,3 +124,26 @@ def in_worker_process(launcher) -> bool:
     main = os.environ.get(MAIN_PID_ENV)
     joblib = str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher")
     return joblib and bool(main) and main != str(os.getpid())
+
+
+# kill -9 of `dropbn train -m` gives it no chance to forward anything: its joblib workers would live on,
+# orphaned and idle (or training a run nobody waits for). Each worker watches its parent instead.
+_watching = False
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """In a worker process of a parallel launcher: end this process (os._exit) within `poll_s` of its
+    parent's death, seen as this process being re-parented. The run it was training keeps its last
+    checkpoint and its claim turns dead, so the same command resumes it. Once per process."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(128 + signal.SIGKILL)  # as if killed with its parent
+
+    threading.Thread(target=watch, name="dropbn-exit-with-parent", daemon=True).start()

@@ -12,22 +12,11 @@ import tempfile
 from pathlib import Path
 
 from ..base.errors import DropbnError
+from ..record.folders import not_a_folder, replace_folder
 from ..record.layout import CHECKPOINT
 from ..record.reader import read_metrics
 from ..record.scan import finished_runs, is_run_dir
 from ..train.tensorboard import EVENTS_GLOB, TensorBoardLog, require
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Put folder tmp at dest; an old dest is moved aside first and removed after."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{tmp.name}")
-        dest.rename(old)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_dest(dest: Path) -> None:
@@ -43,6 +32,9 @@ def _check_dest(dest: Path) -> None:
 def export(dirs: list[Path], out: Path) -> list[Path]:
     """Write the events of every finished run under dirs into out; returns the folders written."""
     require()
+    why = not_a_folder(out)
+    if why:
+        raise DropbnError(f"--out {out} {why}; must be a folder path (created if missing)")
     out = out.expanduser().resolve()
     plan = []
     for d in dirs:
@@ -67,7 +59,7 @@ def export(dirs: list[Path], out: Path) -> list[Path]:
                 log.epoch(row)
             log.finish(s.get("config") or {}, s)
             log.close()
-            _replace_dir(tmp, dest)
+            replace_folder(tmp, dest, aside=f".{dest.name}.old-{tmp.name}")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -31,6 +31,10 @@ from omegaconf import MISSING
 from ..record.layout import RESULTS_DIR
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the N-th GPU, e.g. cuda:1
+# Where values are used: numbers become float32 tensors or scalars of the optimizer, integers int64
+# (seeds, sizes, steps); a value beyond them would pass here and crash the job, so it is rejected here
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MAX = 2**63 - 1
 
 
 def _is_int(v) -> bool:
@@ -50,6 +54,10 @@ class Rule:
     def ok(self, v) -> bool:
         raise NotImplementedError
 
+    def allowed_for(self, v) -> str:
+        """`allowed`, with why `v` fails when the reason is not in it."""
+        return self.allowed
+
 
 @dataclass(frozen=True)
 class Int(Rule):
@@ -57,11 +65,15 @@ class Int(Rule):
     null: bool = False
 
     def ok(self, v) -> bool:
-        return (v is None and self.null) or (_is_int(v) and v >= self.lo)
+        return (v is None and self.null) or (_is_int(v) and self.lo <= v <= INT64_MAX)
 
     @property
     def allowed(self) -> str:
         return f"must be an integer >= {self.lo}" + (" or null" if self.null else "")
+
+    def allowed_for(self, v) -> str:
+        too_big = _is_int(v) and v > INT64_MAX
+        return self.allowed + (f"; at most {INT64_MAX} (int64, as torch uses it)" if too_big else "")
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class Num(Rule):
     def ok(self, v) -> bool:
         if v is None:
             return self.null
-        return _is_num(v) and math.isfinite(v) and not (
+        return _is_num(v) and math.isfinite(v) and abs(v) <= FLOAT32_MAX and not (
             (v <= self.lo if self.lo_open else v < self.lo) or
             (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)))
 
@@ -85,6 +97,10 @@ class Num(Rule):
         rng = (f"{'(' if self.lo_open else '['}{self.lo}, {self.hi if self.hi is not None else 'inf'}"
                f"{')' if self.hi_open or self.hi is None else ']'}")
         return f"must be a number in {rng}" + (" or null" if self.null else "")
+
+    def allowed_for(self, v) -> str:
+        too_big = _is_num(v) and math.isfinite(v) and abs(v) > FLOAT32_MAX
+        return self.allowed + (f"; at most {FLOAT32_MAX:.7g} (float32, as training uses it)" if too_big else "")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from ..base.errors import ConfigError
+from ..record.folders import not_a_folder
 from ..record.identity import folder_name
 from .schema import RULES, Config
 
@@ -58,7 +59,7 @@ def validate(cfg: DictConfig) -> None:
     for key, rule in sorted(RULES.items(), key=lambda kv: bool(kv[1].registry)):
         v = _plain(OmegaConf.select(cfg, key))
         if not rule.ok(v):
-            raise ConfigError(key, v, rule.allowed)
+            raise ConfigError(key, v, rule.allowed_for(v))
     _check_folders(cfg)
     # the registries import torch, so they are imported here, not with this module (see schema.py)
     from ..train.data import SOURCES
@@ -69,13 +70,20 @@ def validate(cfg: DictConfig) -> None:
     _check_model(cfg.model, builder, source.facts)
     _check_reg(cfg.reg, cfg.model, builder)
     t = cfg.train
-    if n_train is not None and t.batch_size > n_train:
-        raise ConfigError("train.batch_size", t.batch_size, f"must be <= the training-set size ({n_train})")
+    if n_train is not None:
+        check_batch_size(t.batch_size, n_train)
     if t.eval_every_steps is not None and t.steps is None:
         raise ConfigError("train.eval_every_steps", t.eval_every_steps,
                           "needs train.steps (a run in epochs evaluates after every epoch)")
     if t.batch_size < 2 and cfg.reg.norm == "batch":
         raise ConfigError("train.batch_size", t.batch_size, "batch norm needs batches of at least 2")
+
+
+def check_batch_size(batch_size: int, n_train: int, what: str = "") -> None:
+    """A pass over the training set needs one batch: here for data sets of known size, and where an
+    image folder's size becomes known (dropbn/train/loop.py), before anything trains."""
+    if batch_size > n_train:
+        raise ConfigError("train.batch_size", batch_size, f"must be <= the training-set size ({n_train}{what})")
 
 
 def _fit_schema(cfg: DictConfig) -> None:
@@ -91,15 +99,9 @@ def _check_folders(cfg: DictConfig) -> None:
     """Folders dropbn creates: neither they nor a folder above them may be a file."""
     for key in ("out_root", "data.cache_dir"):
         v = OmegaConf.select(cfg, key)
-        if not v:
-            continue
-        p = Path(v).expanduser()
-        for q in (p, *p.parents):
-            if os.path.exists(q):
-                if not os.path.isdir(q):
-                    where = "is a file" if q == p else f"is below the file {q}"
-                    raise ConfigError(key, v, f"{where}; must be a folder path (created if missing)")
-                break
+        why = not_a_folder(v) if v else None
+        if why:
+            raise ConfigError(key, v, f"{why}; must be a folder path (created if missing)")
 
 
 def _check_data(d: DictConfig, src) -> int | None:

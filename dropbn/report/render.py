@@ -1,18 +1,24 @@
-"""Assemble and write the report: report.md, tables/*.csv|.tex, runs.csv, figures/*.png -- all atomically, all under OUT.
+"""Assemble and write the report: report.md, tables/*.csv|.tex, runs.csv, figures/*.png, all under OUT.
 
 Each section (sections.py, optional.py) returns its markdown, tables and
-figures; this module only puts them in order and writes them.
+figures; this module only puts them in order and writes them. A report is replaced, not patched:
+it is written into a fresh folder beside OUT and swapped in whole (`swap_in`), so every file in
+OUT comes from one call, and a call that fails leaves the previous report as it was.
 """
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from ..base.errors import DropbnError
+from ..record.folders import not_a_folder, replace_folder
 from ..record.identity import LOCAL_PATHS
-from ..record.layout import atomic_write_bytes, atomic_write_text
+from ..record.layout import TMP_SUFFIX, atomic_write_bytes, atomic_write_text
 from . import glance as G
 from . import optional as O
 from . import sections as S
@@ -32,8 +38,9 @@ def check_out(out: Path, run_paths) -> None:
         rp = Path(p).resolve()
         if o == rp or rp in o.parents:
             raise DropbnError(f"report: --out {out} is inside the run folder {p}; reports never write into runs")
-    if o.exists() and not o.is_dir():
-        raise DropbnError(f"report: --out {out} exists and is not a folder")
+    why = not_a_folder(out)
+    if why:
+        raise DropbnError(f"report: --out {out} {why}; must be a folder path (created if missing)")
 
 
 class Writer:
@@ -66,7 +73,21 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), p
     the claims checked (claim_file.ClaimSet; None: the default file); `registration`: theirs, if any."""
     ctx = S.Context.of(coll, baseline, sources)
     ctx.claim_set, ctx.registration = claim_set, registration
-    w = Writer(out)
+    out = Path(out)
+    w = Writer(fresh_folder(out))
+    try:
+        _write(w, ctx, preamble, extra, coll)
+        swap_in(w.out, out)
+    except BaseException as e:
+        shutil.rmtree(w.out, ignore_errors=True)
+        if isinstance(e, OSError):  # disk full, permissions ...: the old report stays
+            raise DropbnError(f"report: cannot write {out} ({e.strerror or type(e).__name__}); "
+                              f"the previous report, if any, is unchanged") from None
+        raise
+    return out / "report.md"
+
+
+def _write(w: Writer, ctx, preamble: str, extra, coll: Collection) -> None:
     md: list[str] = []
     intro = (lambda ctx: S.Section([preamble])) if preamble else None
     for section in (SECTIONS[0], *([intro] if intro else []), *SECTIONS[1:], *extra):
@@ -82,7 +103,39 @@ def build(coll: Collection, out: Path, baseline: str = "reg=none", sources=(), p
     md.append("\n".join(f"- `{f}`" for f in sorted(set(w.files + ["runs.csv"]))) + "\n")
     w.text("runs.csv", runs_csv(coll.runs))
     w.text("report.md", "\n".join(md))
-    return w.out / "report.md"
+
+
+STALE_SECONDS = 3600  # a temp folder of a report call this old was left by a killed call
+
+
+def fresh_folder(out: Path) -> Path:
+    """A new empty folder beside `out` (same file system, so it can be renamed over it), named like
+    the temp files of atomic writes: .<name>.<random>.tmp."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        tmp.mkdir()
+    except OSError as e:
+        raise DropbnError(f"report: cannot write into {out.parent} ({e.strerror or type(e).__name__})") from None
+    return tmp
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """`new` becomes `out` whole (dropbn/base/folders.py); then old temp folders of killed calls go."""
+    replace_folder(new, out, aside=f".{out.name}.{secrets.token_hex(4)}.old{TMP_SUFFIX}")
+    _remove_leftovers(out)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temp folders of report calls that were killed mid-write (older than STALE_SECONDS: a call
+    still writing keeps its own)."""
+    now = time.time()
+    for p in out.parent.glob(f".{out.name}.*{TMP_SUFFIX}"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
 
 
 # Where data lived on the machine that trained: runs.csv keeps only the file or folder name, so a

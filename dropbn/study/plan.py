@@ -15,7 +15,7 @@ from ..base.parallel import joblib_workers, own_allocations
 from ..config.compose import Composer
 from ..config.precheck import OverrideError, check_group_choices, explain, expand_jobs, override_dirname
 from ..config.schema import RULES
-from ..config.validation import unknown_key_hint, validate
+from ..config.validation import FREE_FORM_KEYS, unknown_key_hint, validate
 from ..record.identity import folder_name
 from . import selection as S
 from .overrides import fmt_point, merge_overrides, ov_value, to_py
@@ -55,6 +55,13 @@ class Sweep:
     jobs: list                      # [(point_key tuple, seed, run folder name)]
 
 
+def _whole_mapping(o) -> bool:
+    """`study.variants={...}` (or study.search, study.final_overrides): the whole mapping, as written.
+    Hydra would merge it into the preset's, keeping the preset's keys (`study.variants={}` compared the
+    default variants), and it cannot add a key to the preset's (`{optim: [sgd, adam]}` failed)."""
+    return o.key_or_group in FREE_FORM_KEYS and not o.is_delete() and isinstance(o.value(), dict)
+
+
 class Plan:
     """A study's plan from its command-line overrides: spec, variants, where its runs go. Composing and
     validating every variant, search point and final setting here means a bad input fails before any training."""
@@ -88,7 +95,8 @@ class Plan:
                 raise DropbnError(f"study: {line}: not supported; a study re-uses its finished runs. "
                                   f"Delete <out_root>/<name>/tune or final to train them again")
             self.passed.append(line)
-        hcfg = hy.compose(self.argv, hydra=True)
+        whole = [o for o in parsed if _whole_mapping(o)]  # composed apart: Hydra would merge them
+        hcfg = hy.compose([line for line, o in zip(self.argv, parsed) if o not in whole], hydra=True)
         params = OmegaConf.select(hcfg, "hydra.sweeper.params")
         if params:
             raise DropbnError(f"study: the config sets hydra.sweeper.params ({', '.join(params)}): a study runs "
@@ -106,6 +114,8 @@ class Plan:
         base = hcfg.copy()
         with open_dict(base):
             del base["hydra"]
+            for o in whole:  # the mapping as written replaces the preset's
+                OmegaConf.update(base, o.key_or_group, o.value(), merge=False, force_add=True)
         try:
             validate(base)  # the base config: every user override is valid on its own
         except DropbnError:
@@ -181,18 +191,28 @@ class Plan:
         return c
 
     def _applies(self, v: Variant, key: str, values: list) -> bool:
-        """Whether every value of a search key validates for this variant (else the key is skipped)."""
+        """Whether a search key applies to this variant: the values its configuration accepts are searched,
+        each one it rejects is skipped for it (`v.skipped["key=value"]`, e.g. train.batch_size=1 with batch
+        norm), and a key whose every value is rejected because of another key is skipped for it
+        (`v.skipped["key"]`, e.g. a dropout rate without dropout). A value its key's own rule rejects
+        (optim.lr=-1) is invalid whatever the variant: an error."""
         v.prefix[key] = "" if self.hy.is_group(key) or \
             OmegaConf.select(v.cfg, key, default=_ABSENT) is not _ABSENT else "+"
+        kept, rejected = [], {}
         for x in values:
             try:
                 validate(self._with(v, [(key, ov_value(x))]))
             except ConfigError as e:
-                if e.key == key:  # the value itself is invalid, whatever the variant
+                if e.key == key and key in RULES and not RULES[key].ok(to_py(self.hy.value(ov_value(x)))):
                     raise ConfigError(f"study.search.{key}", x, e.allowed) from None
-                v.skipped[key] = str(e)  # the variant's configuration rejects the key (another key's check)
-                return False
-        v.search.append((key, values))
+                rejected[f"{key}={ov_value(x)}"] = str(e)
+            else:
+                kept.append(x)
+        if not kept:
+            v.skipped[key] = next(iter(rejected.values()))
+            return False
+        v.skipped.update(rejected)
+        v.search.append((key, kept))
         return True
 
     def _check_points(self, v: Variant) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -26,6 +28,29 @@ def atomic_torch_save(obj, path) -> None:
     atomic_write_bytes(buf.getvalue(), path)
 
 
+def safe_torch_load(path, mmap: bool = False):
+    """Read a file dropbn wrote with `atomic_torch_save` (a checkpoint, a data cache entry) without
+    executing anything: torch's weights-only unpickler, which rebuilds tensors, state dicts and plain
+    containers, numbers and strings (everything dropbn writes, RNG states included) and refuses any
+    other pickled object. Raises what torch raises; `load_problem` words it."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_problem(e: BaseException) -> str:
+    """Why `safe_torch_load` failed, in a few words: a pickled object dropbn never writes (named,
+    never built), or the error of a truncated / foreign / unreadable file."""
+    if isinstance(e, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            return f"it holds a pickled {found.group(1)}, which dropbn never writes; not loaded"
+    return f"{type(e).__name__}: {first_line(e)}"
+
+
+def corrupt(path, why: str) -> DropbnError:
+    return DropbnError(f"{path} is corrupt ({why[:160]}); train.force=true restarts the run, "
+                       f"or delete the checkpoint")
+
+
 def save_checkpoint(rd: RunDir, state: dict) -> None:
     atomic_torch_save(state, rd.file(CHECKPOINT))
 
@@ -37,16 +62,15 @@ def load_checkpoint(rd: RunDir, mmap: bool = False) -> dict | None:
     if not os.path.lexists(p):
         return None
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False, mmap=mmap)
+        ckpt = safe_torch_load(p, mmap=mmap)
         missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    except Exception as e:  # truncated, not a torch file, a folder, unreadable ...
-        why = f"{type(e).__name__}: {first_line(e)}"
+    except Exception as e:  # truncated, not a torch file, a folder, unreadable, a foreign object ...
+        why = load_problem(e)
     else:
         if not missing and isinstance(ckpt["epoch"], int):
             return ckpt
         why = f"missing {', '.join(missing)}" if missing else f"epoch={ckpt['epoch']!r}"
-    raise DropbnError(f"{p} is corrupt ({why[:160]}); train.force=true restarts the run, "
-                      f"or delete the checkpoint") from None
+    raise corrupt(p, why) from None
 
 
 def git_commit(repo: Path = Path(__file__).resolve().parents[2]) -> str | None:

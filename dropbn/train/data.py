@@ -10,6 +10,7 @@ no PIL in the loop.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from filelock import FileLock
 from . import readers
 from ..base.datasets import DATASETS, DatasetFacts
 from ..base.errors import DataError, first_line
-from .checkpoint import atomic_torch_save
+from .checkpoint import atomic_torch_save, load_problem, safe_torch_load
 from ..record.identity import fingerprint as content_fingerprint
 from ..record.identity import resolve_cache_dir
 from ..record.layout import TMP_SUFFIX
@@ -36,6 +37,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+log = logging.getLogger("dropbn")
 
 
 @dataclass
@@ -201,15 +203,25 @@ def fingerprint(cfg) -> str:
         raise DataError(f"cannot read {e.filename or files[0]}: {e.strerror or first_line(e)}") from None
 
 
-def _cached(target: Path) -> dict | None:
-    """A built cache entry, or None (missing or unreadable). Entries appear by atomic rename, so a
-    reader needs no lock: a read-only cache works once built."""
+def _cached(target: Path, warn: bool = True) -> dict | None:
+    """A built cache entry, or None (missing or unreadable: rebuilt). Entries appear by atomic rename,
+    so a reader needs no lock: a read-only cache works once built. Read without executing anything
+    (`safe_torch_load`): an entry holding any other pickled object is not loaded, it is rebuilt."""
     if not target.is_file():
         return None
     try:
-        return torch.load(target, weights_only=False)
-    except Exception:
+        out = safe_torch_load(target)
+    except Exception as e:
+        if warn:
+            log.warning(f"data cache entry {target} is unreadable ({load_problem(e)[:160]}); rebuilding it")
         return None
+    ok = isinstance(out, dict) and isinstance(out.get("classes"), list) and all(
+        isinstance(out.get(s), (tuple, list)) and len(out[s]) == 2 for s in ("train", "test"))
+    if not ok:
+        if warn:
+            log.warning(f"data cache entry {target} does not hold train, test and classes; rebuilding it")
+        return None
+    return out
 
 
 def _check_classes(classes: list, src: Source, where: Path) -> None:
@@ -245,7 +257,7 @@ def _build(src: Source, files: list[Path], cfg, cache: Path, target: Path) -> di
         raise DataError(f"cache folder {cache} is not writable ({e.strerror}) and has no entry for "
                         f"{cfg.name}; set data.cache_dir or DROPBN_CACHE_DIR") from None
     try:
-        out = _cached(target)  # built by another process while this one waited
+        out = _cached(target, warn=False)  # built by another process while this one waited
         if out is not None:
             return out
         for p in cache.glob(f".{target.name}.*{TMP_SUFFIX}"):  # an interrupted build's leftovers

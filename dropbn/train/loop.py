@@ -36,10 +36,11 @@ from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
 from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
+from ..config.validation import check_batch_size
 from .evaluation import predict
-from .checkpoint import environment, load_checkpoint, save_checkpoint
+from .checkpoint import corrupt, environment, load_checkpoint, load_problem, save_checkpoint
 from ..record.identity import IdentityError, recorded_config, same_config
-from ..record.layout import MODEL_TXT, finished_problem, remove_stale_tmp
+from ..record.layout import CHECKPOINT, MODEL_TXT, finished_problem, remove_stale_tmp
 from ..record.run_dir import RunDir
 from ..record.states import FINISHED
 from ..base.parallel import parallel_runs
@@ -97,6 +98,8 @@ def setup(cfg, launcher=None) -> Built:
     tune_backends(device)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device)
+    check_batch_size(cfg.train.batch_size, len(data.train),
+                     f": {data.label}'s training images after data.val_size={cfg.data.val_size}")
     cl = uses_channels_last(cfg.model.name, device)
     model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), device, cl)
     opt = build_optimizer(cfg, model.parameters())
@@ -195,12 +198,15 @@ def resume(rd: RunDir, job: Built, cfg) -> tuple[list[dict], list[dict], int, fl
     ckpt = None if cfg.train.force else load_checkpoint(rd)
     if ckpt is None:
         return [], [], 0, 0.0
-    job.model.load_state_dict(ckpt["model"])
-    job.opt.load_state_dict(ckpt["optimizer"])
-    job.sched.load_state_dict(ckpt["scheduler"])
-    _set_rng_state(job.device, job.gen, ckpt["rng"])
-    if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
-        job.train_batches.load_state(ckpt["stream"])
+    try:  # a checkpoint of this config that does not fit its model, optimizer or stream is corrupt
+        job.model.load_state_dict(ckpt["model"])
+        job.opt.load_state_dict(ckpt["optimizer"])
+        job.sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(job.device, job.gen, ckpt["rng"])
+        if "stream" in ckpt:  # older checkpoints end at an epoch's end: no pass under way
+            job.train_batches.load_state(ckpt["stream"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise corrupt(rd.file(CHECKPOINT), load_problem(e)) from None
     b, done = job.budget, ckpt["epoch"]
     if done < b.periods:
         at = f"step {b.steps_after(done) + 1}/{b.total}" if b.by_steps else f"epoch {done + 1}/{b.periods}"
@@ -379,11 +385,22 @@ def _numpy(preds: dict) -> dict:
 
 @contextmanager
 def failure_recorded(rd: RunDir, cfg, config: dict):
-    """A crash inside the run (not an input error) leaves status "failed" with the error, then propagates."""
+    """A crash inside the run (not an input error) leaves status "failed" with the error (one line),
+    then propagates. A file-system error (disk full, a folder turned read-only) is one line (exit 2),
+    not a traceback; the failed summary is then written if it still fits."""
     try:
         yield
     except DropbnError:
         raise
+    except OSError as e:
+        why = f"{type(e).__name__}: {e.strerror or first_line(e)}" + (f": {e.filename}" if e.filename else "")
+        try:
+            rd.write_summary({"status": "failed", "error": why, "seed": cfg.seed, "config": config})
+            kept = "summary.json says failed"
+        except OSError:
+            kept = "summary.json could not be written either"
+        raise DropbnError(f"{rd.path}: the run stopped: {why} ({kept}; once there is room, the same command "
+                          f"resumes it from its last checkpoint, if any)") from None
     except Exception as e:
         rd.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}", "seed": cfg.seed,
                           "config": config})
