@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
+from . import model_rules
 from .errors import ConfigError
 from .identity import folder_name
 from .schema import RULES, Config
@@ -76,6 +77,12 @@ def validate(cfg: DictConfig) -> None:
                           "needs train.steps (a run in epochs evaluates after every epoch)")
     if t.batch_size < 2 and cfg.reg.norm == "batch":
         raise ConfigError("train.batch_size", t.batch_size, "batch norm needs batches of at least 2")
+    model_rules.check(cfg)
+    if t.steps is not None and t.warmup_epochs and n_train is not None:
+        warm = t.warmup_epochs * -(-n_train // t.batch_size)
+        if warm >= t.steps:
+            raise ConfigError("train.warmup_epochs", t.warmup_epochs, f"is {warm} steps here; must be fewer "
+                                                                      f"than train.steps ({t.steps})")
 
 
 def _fit_schema(cfg: DictConfig) -> None:
@@ -124,7 +131,7 @@ def _check_model(m: DictConfig, builder, facts) -> None:
     for k in builder.widths:
         if m[k] is None:
             raise ConfigError(f"model.{k}", None, RULES[f"model.{k}"].allowed)
-    if builder.conv and facts is not None:
+    if "channels" in builder.widths and facts is not None:
         size, stages = min(facts.shape[1:]), len(m.channels)
         if size >> stages < 1:
             raise ConfigError("model.channels", list(m.channels), f"{stages} pooling stages shrink "
@@ -139,7 +146,7 @@ def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
         raise ConfigError("reg.order", order, "contains 'norm' but reg.norm=none; drop it or set reg.norm")
     if (r.dropout > 0 or (builder.conv and r.conv_dropout > 0)) and "dropout" not in order:
         raise ConfigError("reg.order", order, "a dropout rate is set but 'dropout' is not in the order")
-    if builder.conv and r.dropout_blocks == "last" and r.conv_dropout > 0:
+    if builder.conv and r.dropout_blocks == "last" and r.conv_dropout > 0 and m.name != "resnet":
         raise ConfigError("reg.conv_dropout", r.conv_dropout,
                           "must be 0 with reg.dropout_blocks=last (dropout only after the last block)")
     if r.norm == "group":
@@ -147,6 +154,14 @@ def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
         bad = [w for w in widths if w % r.norm_groups]
         if bad:
             raise ConfigError("reg.norm_groups", r.norm_groups, f"must divide every width; {bad[0]} is not a multiple")
+
+
+def with_defaults(config: dict) -> DictConfig:
+    """A recorded config with the schema's defaults for the keys added since it was recorded (a run
+    recorded before model.act existed was built with its default)."""
+    base = OmegaConf.structured(Config)
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, config)
 
 
 def type_error(key: str, value) -> ConfigError:

@@ -62,7 +62,9 @@ def test_choices_name_their_registries():
         "data.name": "dropbn.data:SOURCES", "model.name": "dropbn.models:BUILDERS",
         "reg.norm": "dropbn.models:NORMS", "reg.dropout_blocks": "dropbn.models:DROPOUT_BLOCKS",
         "optim.name": "dropbn.optimize:OPTIMIZERS", "train.schedule": "dropbn.optimize:SCHEDULES",
-        "train.objective": "dropbn.objective:OBJECTIVES"}
+        "train.objective": "dropbn.objective:OBJECTIVES", "model.act": "dropbn.activations:ACTIVATIONS",
+        "model.init": "dropbn.activations:INITS", "model.shortcut": "dropbn.resnet:SHORTCUTS",
+        "reg.dropout_kind": "dropbn.activations:DROPOUT_KINDS"}
     assert RULES["reg.order"].registry == "dropbn.models:ORDER_TOKENS"
     assert choices["reg.norm"].names == list(models.NORMS)
 
