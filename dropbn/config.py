@@ -16,7 +16,7 @@ from omegaconf.errors import ConfigKeyError
 from . import model_rules
 from .errors import ConfigError
 from .identity import folder_name
-from .schema import RULES, Config
+from .schema import GROUPS, RULES, Config
 
 
 def _config_dir() -> Path:
@@ -156,12 +156,10 @@ def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
             raise ConfigError("reg.norm_groups", r.norm_groups, f"must divide every width; {bad[0]} is not a multiple")
 
 
-def with_defaults(config: dict) -> DictConfig:
-    """A recorded config with the schema's defaults for the keys added since it was recorded (a run
-    recorded before model.act existed was built with its default)."""
-    base = OmegaConf.structured(Config)
-    OmegaConf.set_struct(base, False)
-    return OmegaConf.merge(base, config)
+def complete(node, group: str) -> DictConfig:
+    """A config group's node (model, reg, ...) with the schema's defaults for the keys it lacks (a node
+    written by hand, or recorded before the key existed)."""
+    return OmegaConf.merge(OmegaConf.to_container(OmegaConf.structured(GROUPS[group])), node)
 
 
 def type_error(key: str, value) -> ConfigError:

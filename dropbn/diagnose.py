@@ -36,7 +36,6 @@ from .bn import (BNInputStats, bn_layers, count_bn, fold_bn, max_abs_diff, recal
                  worst_layer)
 from .data import Batches, Split, load_data
 from .device import place, resolve_device, set_threads, uses_channels_last
-from .config import with_defaults
 from .errors import DropbnError
 from .measure import evaluate, time_models
 from .checkpoint import load_checkpoint
@@ -174,7 +173,7 @@ def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict
     config = (summary or {}).get("config") or (ckpt or {}).get("config")
     if ckpt is None or config is None:
         raise DropbnError(f"{rd.path}: no checkpoint.pt or config")
-    cfg = with_defaults(config)
+    cfg = OmegaConf.create(config)
     dev = resolve_device(device)
     data = _load_data(cfg, dev, data_cache)
     model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), dev,

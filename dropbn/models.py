@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import activations, resnet
+from .config import complete
 
 
 def _layer_norm(width: int, conv: bool, groups: int) -> nn.Module:
@@ -171,6 +172,7 @@ BUILDERS = {
 
 
 def build_model(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
+    model_cfg, reg = complete(model_cfg, "model"), complete(reg, "reg")  # defaults of keys a node lacks
     model = BUILDERS[model_cfg.name].build(model_cfg, reg, in_shape, num_classes)
     activations.init_weights(model, model_cfg.init, model_cfg.act)  # model.init (auto + ReLU: as built)
     resnet.zero_init_residual(model, model_cfg, reg)

@@ -53,10 +53,11 @@ def train_period(job: Job, cfg, period: int) -> Epoch:
     scheduler steps after every step of a step run, after the period (the epoch) otherwise."""
     b = job.budget
     n = b.steps_in(period)
+    per_step = b.by_steps or bool(cfg.train.warmup_epochs)  # a warm-up ramps per step (dropbn/warmup.py)
     ep = train_epoch(job.model, job.opt, job.train_batches.take(n), fwd=job.fwd, amp=job.amp,
-                     max_w=job.max_w, max_norm=cfg.reg.max_norm, sched=job.sched if b.by_steps else None,
+                     max_w=job.max_w, max_norm=cfg.reg.max_norm, sched=job.sched if per_step else None,
                      total=n, desc=b.where(b.steps_before(period) + n), progress=cfg.train.progress)
-    if not b.by_steps and not ep.stopped:
+    if not per_step and not ep.stopped:
         job.sched.step()
     return ep
 

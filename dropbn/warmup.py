@@ -1,11 +1,12 @@
 """`train.warmup_epochs`: a linear learning-rate warm-up before the run's schedule.
 
-The warm-up takes the first W = train.warmup_epochs passes over the training set, in the ticks of the
-schedule (dropbn.optimize.Budget): one per epoch in an epoch run, one per optimisation step with
-train.steps. Tick t < W (of W ticks) runs at lr x (t + 1) / W, so the last warm-up tick reaches the
-full lr; then `train.schedule` runs over the remaining ticks as it would over a run of that length
-(cosine anneals to 0 at the last step; step drops every train.step_every periods after the warm-up).
-With train.warmup_epochs=0 (the default) the schedule is built exactly as before.
+The warm-up takes the first W = train.warmup_epochs passes over the training set, step by step (as
+Goyal et al. 2017 ramp it): step t < S of its S steps runs at lr x (t + 1) / S, so the last warm-up
+step reaches the full lr. Then `train.schedule` runs over the remaining steps, per step: cosine
+anneals to 0 at the last step, step drops the lr every train.step_every periods (epochs, or
+train.eval_every_steps periods with train.steps) after the warm-up. So with a warm-up the scheduler
+steps after every optimisation step also in a run of epochs (dropbn/train.py, train_period). With
+train.warmup_epochs=0 (the default) the schedule is built and stepped exactly as before.
 """
 from __future__ import annotations
 
@@ -14,16 +15,13 @@ import dataclasses
 import torch
 
 
-def warmup_ticks(t, budget) -> int:
-    return int(t.warmup_epochs) * (budget.per_pass if budget.by_steps else 1)
-
-
 def scheduler(t, budget, opt):
-    """The warm-up, then SCHEDULES[train.schedule] over the rest of the budget, as one scheduler."""
+    """The warm-up, then SCHEDULES[train.schedule] over the rest of the budget's steps, as one scheduler."""
     from .optimize import SCHEDULES
 
-    w = warmup_ticks(t, budget)
-    rest = dataclasses.replace(budget, total=budget.total - w * (1 if budget.by_steps else budget.every))
-    ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda tick: min(1.0, (tick + 1) / w))
+    w = int(t.warmup_epochs) * budget.per_pass
+    per_step = dataclasses.replace(budget, by_steps=True)  # ticks: steps; a period: budget.every steps
+    rest = dataclasses.replace(per_step, total=budget.total - w)
+    ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / w))
     main = SCHEDULES[t.schedule](t, rest, opt)
     return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, main], milestones=[w])

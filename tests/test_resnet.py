@@ -18,6 +18,7 @@ from dropbn.errors import ConfigError, Interrupted
 from dropbn.models import build_model, count_params, layer_kinds
 from dropbn.resnet import Residual, residual_blocks
 from tests.conftest import DATA_DIR, compose, needs_mnist, run_cli
+from tests.one_thread import one_thread  # noqa: F401  (autouse)
 
 CIFAR = (3, 32, 32)
 
