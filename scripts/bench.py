@@ -10,6 +10,8 @@ order [norm, act, dropout]):
   mnist_mlp  MNIST, MLP 784-1024-1024-10
   cifar_cnn  CIFAR-10 (the JPEG q75 mirror $DROPBN_DATA_DIR/cifar10-jpeg.tar.gz when present,
              else torchvision's CIFAR-10), CNN of configs/model/cnn.yaml ([32, 64] conv stages, fc 256)
+  cifar_resnet20  the same data, ResNet-20 of configs/model/resnet.yaml (not in the default --cases:
+             on 2 CPU cores a round takes minutes); --reg batchnorm / none times it with and without BN
 
 A = dropbn's loop: resident uint8 tensors, `dropbn.train.data.Batches` (seeded permutation, batched
 normalisation), `dropbn.train.models.build_model`, and `dropbn.train.optimize.train_epoch` -- the very function
@@ -111,13 +113,16 @@ def compose(overrides):
     return cfg
 
 
-def case_overrides(case: str, cifar_path: str | None) -> list[str]:
-    common = ["reg=both", "optim=sgd", f"train.batch_size={BATCH}"]
+CASE_MODELS = {"mnist_mlp": "mlp", "cifar_cnn": "cnn", "cifar_resnet20": "resnet"}
+
+
+def case_overrides(case: str, cifar_path: str | None, reg: str = "both") -> list[str]:
+    common = [f"reg={reg}", "optim=sgd", f"train.batch_size={BATCH}", f"model={CASE_MODELS[case]}"]
     if case == "mnist_mlp":
-        return ["data=mnist", "model=mlp", *common]
+        return ["data=mnist", *common]
     if cifar_path:
-        return ["data=imagefolder", f"data.path={cifar_path}", "model=cnn", *common]
-    return ["data=cifar10", "model=cnn", *common]
+        return ["data=imagefolder", f"data.path={cifar_path}", *common]
+    return ["data=cifar10", *common]
 
 
 class PILArrayDataset(torch.utils.data.Dataset):
@@ -309,15 +314,15 @@ def gemm_step_seconds(shapes, device, reps):
 # ---------------------------------------------------------------- one case
 def bench_case(case, args, device):
     cifar = None
-    if case == "cifar_cnn":
+    if case != "mnist_mlp":
         p = Path(args.cifar_path) if args.cifar_path else resolve_root(None) / "cifar10-jpeg.tar.gz"
         cifar = str(p) if p.exists() else None
-    cfg = compose(case_overrides(case, cifar))
+    cfg = compose(case_overrides(case, cifar, args.reg))
     data = load_data(cfg.data, device)
     n_cls = len(data.classes)
     cl = uses_channels_last(cfg.model.name, device)
     steps = args.steps_mlp if case == "mnist_mlp" else args.steps_cnn
-    n_eval = min(len(data.test), args.eval_cnn if case == "cifar_cnn" else args.eval_mlp)
+    n_eval = min(len(data.test), args.eval_mlp if case == "mnist_mlp" else args.eval_cnn)
     test = data.test if n_eval == len(data.test) else data.test.subset(torch.arange(n_eval, device=device))
 
     def make_model(channels_last):
@@ -484,11 +489,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke mode: few steps, 2 rounds")
     ap.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "bench.json"))
-    ap.add_argument("--cases", default="mnist_mlp,cifar_cnn")
+    ap.add_argument("--cases", default="mnist_mlp,cifar_cnn", help="of " + ", ".join(CASE_MODELS))
+    ap.add_argument("--reg", default="both", help="the reg preset of every case (default both: BN + dropout)")
     ap.add_argument("--rounds", type=int, help="A/B rounds (full 3, quick 2)")
     ap.add_argument("--steps-mlp", type=int, help="steps per measured MLP epoch (full: whole epoch, 469)")
-    ap.add_argument("--steps-cnn", type=int, help="steps per measured CNN epoch (full 40, quick 8)")
-    ap.add_argument("--eval-cnn", type=int, help="CNN test images evaluated (full 10000, quick 2000)")
+    ap.add_argument("--steps-cnn", type=int, help="steps per measured CNN / ResNet epoch (full 40, quick 8)")
+    ap.add_argument("--eval-cnn", type=int, help="CNN / ResNet test images evaluated (full 10000, quick 2000)")
     ap.add_argument("--eval-mlp", type=int, default=10000, help="MLP test images evaluated (default 10000)")
     ap.add_argument("--workers", type=worker_list,
                     help="DataLoader worker counts of the extra baseline rows, comma-separated, or 'none' "
@@ -521,7 +527,7 @@ def main(argv=None):
             "torch_threads": torch.get_num_threads(),
             "dataloader_workers": baseline_workers(args, device), "headline": HEADLINE,
             "torch": torch.__version__, "python": platform.python_version(), "quick": q, "amp": args.amp,
-            "rounds": args.rounds, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH,
+            "rounds": args.rounds, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH, "reg": args.reg,
             "loadavg_start": load0, "loadavg_end": os.getloadavg(), "wall_s": time.perf_counter() - t0,
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     checks = check_targets(results)

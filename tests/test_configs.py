@@ -14,9 +14,9 @@ EXPS = sorted(p.stem for p in (CONFIG_DIR / "exp").glob("*.yaml"))
 
 def test_groups_present():
     assert GROUPS["data"] == ["cifar10", "cifar10_jpeg", "fashion_mnist", "imagefolder", "mnist"]
-    assert GROUPS["model"] == ["cnn", "mlp"]
+    assert GROUPS["model"] == ["cnn", "mlp", "resnet"]
     assert {"none", "dropout", "batchnorm", "both"} <= set(GROUPS["reg"])
-    assert GROUPS["optim"] == ["adam", "rmsprop", "sgd"]
+    assert GROUPS["optim"] == ["adam", "adamw", "rmsprop", "sgd"]
     assert "quickstart" in EXPS
 
 

@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from dropbn.config.validation import complete
 from dropbn.train import models
 from dropbn.train.data import Data, Split
 from dropbn.train.bn import BNInputStats, count_bn, fold_bn, recalibrate_bn, variance_shift, worst_layer
@@ -41,16 +42,16 @@ def reg(order, norm="batch", dropout=0.0, **kw):
     d = dict(norm=norm, norm_groups=2, dropout=dropout, input_dropout=0.0, conv_dropout=0.0,
              channel_dropout=False, order=list(order), dropout_blocks="all", max_norm=None)
     d.update(kw)
-    return OmegaConf.create(d)
+    return complete(OmegaConf.create(d), "reg")
 
 
 def mlp(order, hidden=(64, 32), in_shape=(1, 8, 8), **kw):
-    cfg = OmegaConf.create({"name": "mlp", "hidden": list(hidden), "channels": None, "fc": None})
+    cfg = complete(OmegaConf.create({"name": "mlp", "hidden": list(hidden), "channels": None, "fc": None}), "model")
     return models.build_model(cfg, reg(order, **kw), in_shape, 10)
 
 
 def cnn(order, **kw):
-    cfg = OmegaConf.create({"name": "cnn", "hidden": None, "channels": [4, 6], "fc": [16]})
+    cfg = complete(OmegaConf.create({"name": "cnn", "hidden": None, "channels": [4, 6], "fc": [16]}), "model")
     return models.build_model(cfg, reg(order, **kw), (3, 8, 8), 10)
 
 

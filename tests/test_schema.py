@@ -62,7 +62,9 @@ def test_choices_name_their_registries():
         "data.name": "dropbn.train.data:SOURCES", "model.name": "dropbn.train.models:BUILDERS",
         "reg.norm": "dropbn.train.models:NORMS", "reg.dropout_blocks": "dropbn.train.models:DROPOUT_BLOCKS",
         "optim.name": "dropbn.train.optimize:OPTIMIZERS", "train.schedule": "dropbn.train.optimize:SCHEDULES",
-        "train.objective": "dropbn.record.objective:OBJECTIVES"}
+        "train.objective": "dropbn.record.objective:OBJECTIVES", "model.act": "dropbn.train.activations:ACTIVATIONS",
+        "model.init": "dropbn.train.activations:INITS", "model.shortcut": "dropbn.train.resnet:SHORTCUTS",
+        "reg.dropout_kind": "dropbn.train.activations:DROPOUT_KINDS"}
     assert RULES["reg.order"].registry == "dropbn.train.models:ORDER_TOKENS"
     assert choices["reg.norm"].names == list(models.NORMS)
 

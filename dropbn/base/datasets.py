@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DatasetFacts:
@@ -35,3 +37,10 @@ DATASETS: dict[str, DatasetFacts] = {f.name: f for f in (
     # accuracies run a little below CIFAR-10's, so it carries its own label
     DatasetFacts("cifar10_jpeg", "CIFAR-10 (JPEG q75 mirror)", CIFAR10_CLASSES, 50000, 10000, (3, 32, 32)),
 )}
+
+
+def check_batch_size(batch_size: int, n_train: int, what: str = "") -> None:
+    """A pass over the training set needs one batch: checked by the config validation for data sets of
+    known size, and by the training loop where an image folder's size becomes known, before anything trains."""
+    if batch_size > n_train:
+        raise ConfigError("train.batch_size", batch_size, f"must be <= the training-set size ({n_train}{what})")

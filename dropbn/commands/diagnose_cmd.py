@@ -14,6 +14,7 @@ from ..record.reader import read_summary
 from ..record.scan import run_folders
 from ..record.states import COMPLETED
 from ..train.device import set_threads
+from ..config.validation import complete
 from ..train.diagnostics import diagnose_run
 
 
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     for r in bar:
         bar.set_postfix_str(r.name, refresh=True)
         try:
-            d = diagnose_run(r, args.device, cache)
+            d = diagnose_run(r, args.device, cache, complete=complete_recorded)
         except Exception as e:  # one broken run (or missing data set) should not stop the others
             failed += 1
             tqdm.write(f"FAILED {r}: {type(e).__name__}: {e}", file=sys.stderr)
@@ -83,3 +84,9 @@ def main(argv=None) -> int:
     if failed:
         raise DropbnError(f"diagnostics failed for {failed} of {len(todo)} runs (see above)")
     return 0
+
+
+def complete_recorded(cfg):
+    """A run's recorded config with the model and reg keys added since it was written (their defaults)."""
+    cfg.model, cfg.reg = complete(cfg.model, "model"), complete(cfg.reg, "reg")
+    return cfg

@@ -105,10 +105,14 @@ class Num(Rule):
 
 @dataclass(frozen=True)
 class Bool(Rule):
-    allowed = "must be true or false"
+    null: bool = False
 
     def ok(self, v) -> bool:
-        return isinstance(v, bool)
+        return isinstance(v, bool) or (v is None and self.null)
+
+    @property
+    def allowed(self) -> str:
+        return "must be true or false" + (" or null" if self.null else "")
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,14 @@ class ModelConfig:
     hidden: Optional[List[int]] = key(None, Widths())    # MLP: widths of the hidden blocks
     channels: Optional[List[int]] = key(None, Widths())  # CNN: a stage of two 3x3 convs + 2x2 max-pool each
     fc: Optional[List[int]] = key(None, Widths())        # CNN: dense blocks after the stages
+    act: str = key("relu", OneOf("dropbn.train.activations:ACTIVATIONS"))  # the activation of every block
+    init: str = key("auto", OneOf("dropbn.train.activations:INITS"))  # auto: matches act (dropbn/train/activations.py)
+    skip: bool = key(False, Bool())                      # residual blocks (ResNet; MLP: blocks 2.. add their input)
+    depth: Optional[int] = key(None, Int(8, null=True))  # ResNet: 6n+2 layers (20, 32, 44, 56, 110, ...)
+    width: int = key(1, Int(1))                          # ResNet: channel multiplier k (16k, 32k, 64k)
+    preact: bool = key(False, Bool())                    # ResNet: pre-activation blocks (He et al. 2016b)
+    shortcut: str = key("pad", OneOf("dropbn.train.resnet:SHORTCUTS"))  # ResNet: option A (pad) or projection
+    zero_init_residual: Optional[bool] = key(None, Bool(null=True))  # ResNet; null: on when reg.norm=none
 
 
 @dataclass
@@ -236,6 +248,7 @@ class RegConfig:  # the defaults: no regularisation
     channel_dropout: bool = key(False, Bool())               # conv blocks drop whole channels (Dropout2d)
     order: List[str] = key(["act"], Order())                 # layers after each Linear/Conv
     dropout_blocks: str = key("all", OneOf("dropbn.train.models:DROPOUT_BLOCKS"))
+    dropout_kind: str = key("standard", OneOf("dropbn.train.activations:DROPOUT_KINDS"))  # alpha: for SELU
     max_norm: Optional[float] = key(None, Num(0.0, lo_open=True, null=True))  # max L2 norm of each unit's weights
 
 
@@ -245,6 +258,8 @@ class OptimConfig:
     lr: float = key(MISSING, Num(0.0, lo_open=True))
     momentum: float = key(0.0, Num(0.0, 1.0, hi_open=True))  # Adam: beta1
     weight_decay: float = key(0.0, Num(0.0))
+    nesterov: bool = key(False, Bool())                # SGD: Nesterov momentum
+    decay_norm_and_bias: bool = key(True, Bool())      # false: no weight decay on norm parameters and biases
 
 
 @dataclass
@@ -252,6 +267,7 @@ class TrainConfig:
     epochs: int = key(10, Int(1))
     batch_size: int = key(128, Int(1))
     schedule: str = key("none", OneOf("dropbn.train.optimize:SCHEDULES"))
+    warmup_epochs: int = key(0, Int(0))                # linear lr warm-up before the schedule (dropbn/train/warmup.py)
     step_every: int = key(5, Int(1))                   # epochs (periods, see steps) between lr drops for schedule=step
     step_gamma: float = key(0.1, Num(0.0, 1.0, lo_open=True))
     target_acc: float = key(0.97, Num(0.0, 1.0, lo_open=True))  # epochs/seconds to reach this test accuracy

@@ -13,10 +13,12 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
+from . import model_rules
+from ..base.datasets import check_batch_size
 from ..base.errors import ConfigError
 from ..record.folders import not_a_folder
 from ..record.identity import folder_name
-from .schema import RULES, Config
+from .schema import GROUPS, RULES, Config
 
 
 def _config_dir() -> Path:
@@ -77,13 +79,12 @@ def validate(cfg: DictConfig) -> None:
                           "needs train.steps (a run in epochs evaluates after every epoch)")
     if t.batch_size < 2 and cfg.reg.norm == "batch":
         raise ConfigError("train.batch_size", t.batch_size, "batch norm needs batches of at least 2")
-
-
-def check_batch_size(batch_size: int, n_train: int, what: str = "") -> None:
-    """A pass over the training set needs one batch: here for data sets of known size, and where an
-    image folder's size becomes known (dropbn/train/loop.py), before anything trains."""
-    if batch_size > n_train:
-        raise ConfigError("train.batch_size", batch_size, f"must be <= the training-set size ({n_train}{what})")
+    model_rules.check(cfg)
+    if t.steps is not None and t.warmup_epochs and n_train is not None:
+        warm = t.warmup_epochs * -(-n_train // t.batch_size)
+        if warm >= t.steps:
+            raise ConfigError("train.warmup_epochs", t.warmup_epochs, f"is {warm} steps here; must be fewer "
+                                                                      f"than train.steps ({t.steps})")
 
 
 def _fit_schema(cfg: DictConfig) -> None:
@@ -126,7 +127,7 @@ def _check_model(m: DictConfig, builder, facts) -> None:
     for k in builder.widths:
         if m[k] is None:
             raise ConfigError(f"model.{k}", None, RULES[f"model.{k}"].allowed)
-    if builder.conv and facts is not None:
+    if "channels" in builder.widths and facts is not None:
         size, stages = min(facts.shape[1:]), len(m.channels)
         if size >> stages < 1:
             raise ConfigError("model.channels", list(m.channels), f"{stages} pooling stages shrink "
@@ -141,7 +142,7 @@ def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
         raise ConfigError("reg.order", order, "contains 'norm' but reg.norm=none; drop it or set reg.norm")
     if (r.dropout > 0 or (builder.conv and r.conv_dropout > 0)) and "dropout" not in order:
         raise ConfigError("reg.order", order, "a dropout rate is set but 'dropout' is not in the order")
-    if builder.conv and r.dropout_blocks == "last" and r.conv_dropout > 0:
+    if builder.conv and r.dropout_blocks == "last" and r.conv_dropout > 0 and m.name != "resnet":
         raise ConfigError("reg.conv_dropout", r.conv_dropout,
                           "must be 0 with reg.dropout_blocks=last (dropout only after the last block)")
     if r.norm == "group":
@@ -149,6 +150,12 @@ def _check_reg(r: DictConfig, m: DictConfig, builder) -> None:
         bad = [w for w in widths if w % r.norm_groups]
         if bad:
             raise ConfigError("reg.norm_groups", r.norm_groups, f"must divide every width; {bad[0]} is not a multiple")
+
+
+def complete(node, group: str) -> DictConfig:
+    """A config group's node (model, reg, ...) with the schema's defaults for the keys it lacks (a node
+    written by hand, or recorded before the key existed)."""
+    return OmegaConf.merge(OmegaConf.to_container(OmegaConf.structured(GROUPS[group])), node)
 
 
 def type_error(key: str, value) -> ConfigError:

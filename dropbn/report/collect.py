@@ -31,13 +31,15 @@ from ..record.layout import MODEL_TXT
 from ..record.reader import load_summary, metrics_path, read_hydra_config, read_metrics as read_metrics_rows
 from ..record.scan import find_runs
 from ..record.summary import Summary, diagnostic_columns, vs_column
+from .architecture import compact
 
 ENV_FIELDS = ("platform", "cpu_count", "threads", "parallel_runs")  # summary.json env fields kept as env_* columns
 LIST_COLUMNS = (vs_column("layers"), vs_column("train_layers"))  # per-layer lists (JSON text in runs.csv)
-REG_KEYS = ("reg.norm", "reg.dropout", "reg.input_dropout", "reg.order")  # what the kind is made of
+REG_KEYS = ("reg.norm", "reg.dropout", "reg.input_dropout", "reg.order", "reg.conv_dropout")  # what the kind is made of
 SHORT = {"optim.lr": "lr", "data.train_size": "n_train", "reg.dropout": "p", "reg.order": "order",
          "reg.dropout_blocks": "dropout_blocks", "reg.norm": "norm", "data.name": "data",
-         "model.hidden": "hidden", "model.name": "model", "optim.name": "optim"}
+         "model.hidden": "hidden", "model.name": "model", "optim.name": "optim", "model.act": "act",
+         "model.skip": "skip", "model.depth": "depth", "reg.conv_dropout": "conv p"}
 NORM_NAMES = {"batch": "batchnorm", "layer": "layernorm", "group": "groupnorm"}
 # summary.json columns that hold numbers (typed int or float in dropbn.record.summary.Summary)
 NUMBER_COLUMNS = tuple(f.name for f in fields(Summary)
@@ -176,9 +178,11 @@ def reg_kind(cfg: dict) -> str:
     the matched partner of [act,dropout,norm]), 'both' otherwise (the standard [norm,act,dropout]).
     Dropout on the input pixels (reg.input_dropout) is dropout too: a net with it and no hidden dropout
     is 'dropout' (or 'both' with batch norm), so that Srivastava et al.'s arm (input 0.2, hidden 0.5)
-    and its control (neither) are one comparison, not two contexts."""
+    and its control (neither) are one comparison, not two contexts. Dropout in conv blocks
+    (reg.conv_dropout: the CNN's, a ResNet's between its convs) is block dropout like reg.dropout."""
     norm = str(cfg.get("reg.norm", "none"))
-    rate, inputs = _rate(cfg.get("reg.dropout")), _rate(cfg.get("reg.input_dropout"))
+    rate = _rate(cfg.get("reg.dropout")) or _rate(cfg.get("reg.conv_dropout"))
+    inputs = _rate(cfg.get("reg.input_dropout"))
     has_norm, has_drop = norm not in ("none", "None"), rate > 0 or inputs > 0
     nname = NORM_NAMES.get(norm, f"{norm}norm")
     if not has_norm:
@@ -228,6 +232,8 @@ def make_label(row, dims, drop=()) -> str:
             v = row.get(f"cfg.{k}", "null")
             if k == "data.train_size" and v == "null":
                 v = "full"
+            if k == "model.hidden":
+                v = compact(v)
             parts.append(f"{SHORT.get(k, k)}={v}")
     return ", ".join(parts) if parts else "all"
 

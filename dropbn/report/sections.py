@@ -21,6 +21,7 @@ from . import measures as M
 from .. import stats
 from ..stats import exact
 from . import tables as T
+from .architecture import mlp_name, resnet_name, setup_parts
 from .collect import Collection, Facet, facet
 from .markdown import fmt_p, md_table, num, slug
 
@@ -124,10 +125,14 @@ def title_of(runs: pd.DataFrame) -> str:
         or ", ".join(dict.fromkeys(runs.get("cfg.data.name", pd.Series(dtype=object)).dropna().astype(str)))
     models = []
     for _, r in runs.drop_duplicates([c for c in ("cfg.model.name", "cfg.model.hidden", "cfg.model.channels",
-                                                    "cfg.model.fc") if c in runs]).iterrows():
+                                                    "cfg.model.fc", "cfg.model.skip", "cfg.model.depth",
+                                                    "cfg.model.width", "cfg.model.preact", "cfg.model.shortcut")
+                                      if c in runs]).iterrows():
         name = str(r.get("cfg.model.name", "model"))
         if name == "mlp":
-            models.append("MLP " + str(r.get("cfg.model.hidden", "")).strip("[]").replace(",", "-"))
+            models.append(mlp_name(r))
+        elif name == "resnet":
+            models.append(resnet_name(r))
         elif name == "cnn":
             models.append(f"CNN conv {r.get('cfg.model.channels')} fc {r.get('cfg.model.fc')}")
         elif name != "nan":
@@ -151,7 +156,7 @@ def setup_line(runs: pd.DataFrame, varying: set) -> str:
                 continue
             v = "all"
         parts.append(f"{name} {v}")
-    return ", ".join(parts)
+    return ", ".join(parts + setup_parts(runs, varying))
 
 
 # ---------------------------------------------------------------- the sections, in report order

@@ -49,8 +49,8 @@ def resolve_device(spec) -> torch.device:
 
 
 def uses_channels_last(model_name: str, device) -> bool:
-    """Whether a model runs in channels_last layout (model and batches): CNNs, except on MPS."""
-    return model_name == "cnn" and torch.device(device).type != "mps"
+    """Whether a model runs in channels_last layout (model and batches): CNNs and ResNets, except on MPS."""
+    return model_name in ("cnn", "resnet") and torch.device(device).type != "mps"
 
 
 def place(model: nn.Module, device, channels_last: bool) -> nn.Module:

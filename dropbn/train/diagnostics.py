@@ -130,8 +130,9 @@ def _load_data(cfg, device, data_cache: dict | None):
     return data
 
 
-def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict:
-    """Rebuild a finished run's model and data, compute diagnostics, write them into summary.json."""
+def diagnose_run(run_dir, device="auto", data_cache: dict | None = None, complete=None) -> dict:
+    """Rebuild a finished run's model and data, compute diagnostics, write them into summary.json.
+    `complete(cfg) -> cfg` gives a recorded config the keys added since it was written."""
     rd = RunDir(run_dir)
     summary = rd.read_summary()
     ckpt = load_checkpoint(rd)
@@ -139,6 +140,8 @@ def diagnose_run(run_dir, device="auto", data_cache: dict | None = None) -> dict
     if ckpt is None or config is None:
         raise DropbnError(f"{rd.path}: no checkpoint.pt or config")
     cfg = OmegaConf.create(config)
+    if complete is not None:
+        cfg = complete(cfg)
     dev = resolve_device(device)
     data = _load_data(cfg, dev, data_cache)
     model = place(models.build_model(cfg.model, cfg.reg, data.shape, len(data.classes)), dev,

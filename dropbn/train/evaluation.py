@@ -1,7 +1,7 @@
 """Measuring a model in eval mode: loss, accuracy and predictions over batches, milliseconds per forward.
 
 `predict` is the one accuracy evaluation: the training loop's metrics rows (with the
-predicted classes that go into predictions.npz), and through `evaluate` the diagnostics
+predicted classes that go into predictions.npz, `write_run_predictions`), and through `evaluate` the diagnostics
 (test accuracy before and after BN recalibration) and the benchmark. `time_models` times forward passes for the diagnostics' inference cost.
 """
 from __future__ import annotations
@@ -12,6 +12,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..record.layout import PREDICTIONS
+from ..record.predictions import write_predictions
+from ..record.run_dir import RunDir
+from .data import Data
 from .device import sync
 
 
@@ -78,3 +82,22 @@ def time_models(models: dict, x: torch.Tensor, device, budget_s: float = 1.0,
             sync(device)
             samples[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) * 1000.0 for k, v in samples.items()}
+
+
+def write_run_predictions(rd: RunDir, data: Data, rows: list[dict], preds: list[dict], summary: dict,
+                          config: dict) -> None:
+    """predictions.npz: the final row's predictions and the validation-picked row's (record/predictions.py).
+    Nothing when the run has no row, or its checkpoint predates predictions."""
+    if not rows or len(preds) != len(rows) or not preds[-1]:
+        return
+    picked = next((p for r, p in zip(rows, preds) if r["epoch"] == summary["best_epoch"]), None)
+    labels = {k: None if s is None else s.y.cpu().numpy() for k, s in (("test", data.test), ("val", data.val))}
+    labels = {k: y for k, y in labels.items() if k in preds[-1]}
+    write_predictions(rd.file(PREDICTIONS), labels, _numpy(preds[-1]), _numpy(picked) if picked else None,
+                      rows[-1]["epoch"], summary["best_epoch"] if picked else None,
+                      (config.get("data") or {}).get("fingerprint", ""),  # data.fingerprint (record/identity.py)
+                      len(data.classes))
+
+
+def _numpy(preds: dict) -> dict:
+    return {k: v.numpy() for k, v in preds.items()}

@@ -36,8 +36,8 @@ from .data import Batches, Data, fingerprint, load_data
 from .device import place, resolve_device, set_threads, tune_backends, uses_channels_last
 from .diagnostics import run_diagnostics
 from ..base.errors import DropbnError, Interrupted, first_line
-from ..config.validation import check_batch_size
-from .evaluation import predict
+from ..base.datasets import check_batch_size
+from .evaluation import predict, write_run_predictions
 from .checkpoint import corrupt, environment, load_checkpoint, load_problem, save_checkpoint
 from ..record.identity import IdentityError, recorded_config, same_config
 from ..record.layout import CHECKPOINT, MODEL_TXT, finished_problem, remove_stale_tmp
@@ -46,7 +46,7 @@ from ..record.states import FINISHED
 from ..base.parallel import parallel_runs
 from .optimize import Budget, Epoch, build_optimizer, build_scheduler, train_epoch
 from ..base.signals import requested_signal
-from ..record.predictions import PREDICTIONS, SPLITS, write_predictions
+from ..record.predictions import SPLITS
 from ..record.summary import summarize
 from .tensorboard import TensorBoardLog
 
@@ -58,10 +58,11 @@ def train_period(job: Built, cfg, period: int) -> Epoch:
     scheduler steps after every step of a step run, after the period (the epoch) otherwise."""
     b = job.budget
     n = b.steps_in(period)
+    per_step = b.by_steps or bool(cfg.train.warmup_epochs)  # a warm-up ramps per step (dropbn/train/warmup.py)
     ep = train_epoch(job.model, job.opt, job.train_batches.take(n), fwd=job.fwd, amp=job.amp,
-                     max_w=job.max_w, max_norm=cfg.reg.max_norm, sched=job.sched if b.by_steps else None,
+                     max_w=job.max_w, max_norm=cfg.reg.max_norm, sched=job.sched if per_step else None,
                      total=n, desc=b.where(b.steps_before(period) + n), progress=cfg.train.progress)
-    if not b.by_steps and not ep.stopped:
+    if not per_step and not ep.stopped:
         job.sched.step()
     return ep
 
@@ -362,25 +363,6 @@ def _done_line(summary: dict) -> str:
     return (f"done: test acc {summary['final_test_acc']:.4f}{best}, "
             f"gap {summary['generalization_gap']:+.4f}, {summary['seconds_per_epoch']:.1f} s/epoch "
             f"(epoch 1: {summary['first_epoch_seconds']:.1f} s)")
-
-
-def write_run_predictions(rd: RunDir, data: Data, rows: list[dict], preds: list[dict], summary: dict,
-                          config: dict) -> None:
-    """predictions.npz: the final row's predictions and the validation-picked row's (record/predictions.py).
-    Nothing when the run has no row, or its checkpoint predates predictions."""
-    if not rows or len(preds) != len(rows) or not preds[-1]:
-        return
-    picked = next((p for r, p in zip(rows, preds) if r["epoch"] == summary["best_epoch"]), None)
-    labels = {k: None if s is None else s.y.cpu().numpy() for k, s in (("test", data.test), ("val", data.val))}
-    labels = {k: y for k, y in labels.items() if k in preds[-1]}
-    write_predictions(rd.file(PREDICTIONS), labels, _numpy(preds[-1]), _numpy(picked) if picked else None,
-                      rows[-1]["epoch"], summary["best_epoch"] if picked else None,
-                      (config.get("data") or {}).get("fingerprint", ""),  # data.fingerprint (record/identity.py)
-                      len(data.classes))
-
-
-def _numpy(preds: dict) -> dict:
-    return {k: v.numpy() for k, v in preds.items()}
 
 
 @contextmanager

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import activations, resnet
+
 
 def _layer_norm(width: int, conv: bool, groups: int) -> nn.Module:
     """Over all features of a sample (C, H, W for conv)."""
@@ -73,14 +75,17 @@ def _norm_layer(width: int, reg, conv: bool, rate: float) -> nn.Module | None:
 def _dropout_layer(width: int, reg, conv: bool, rate: float) -> nn.Module | None:
     if rate <= 0:
         return None
+    if reg.dropout_kind == "alpha":
+        return activations.alpha_dropout(rate, conv and reg.channel_dropout)
     return nn.Dropout2d(rate) if conv and reg.channel_dropout else Dropout(rate)
 
 
-# reg.order tokens: the layer each adds after a block's Linear/Conv, or None when switched off
+# reg.order tokens: (width, reg, conv, rate, model.act) -> the layer each adds after a block's
+# Linear/Conv, or None when switched off
 ORDER_TOKENS = {
-    "norm": _norm_layer,
-    "act": lambda width, reg, conv, rate: nn.ReLU(inplace=False),
-    "dropout": _dropout_layer,
+    "norm": lambda width, reg, conv, rate, act: _norm_layer(width, reg, conv, rate),
+    "act": lambda width, reg, conv, rate, act: activations.activation(act),
+    "dropout": lambda width, reg, conv, rate, act: _dropout_layer(width, reg, conv, rate),
 }
 # reg.dropout_blocks: which of n dense blocks get dropout (conv blocks only with "all")
 DROPOUT_BLOCKS = {
@@ -92,10 +97,10 @@ DROPOUT_BLOCKS = {
 }
 
 
-def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float) -> nn.Sequential:
+def _block(layer: nn.Module, width: int, reg, *, conv: bool, rate: float, act: str = "relu") -> nn.Sequential:
     parts = [("conv" if conv else "linear", layer)]
     for tok in reg.order:
-        module = ORDER_TOKENS[tok](width, reg, conv, rate)
+        module = ORDER_TOKENS[tok](width, reg, conv, rate, act)
         if module is not None:
             parts.append((tok, module))
     return nn.Sequential(OrderedDict(parts))
@@ -117,7 +122,9 @@ def build_mlp(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
     rates = _dense_rates(reg, len(widths))
     prev = in_features
     for i, (w, r) in enumerate(zip(widths, rates)):
-        layers.append((f"block{i + 1}", _block(nn.Linear(prev, w), w, reg, conv=False, rate=r)))
+        block = _block(nn.Linear(prev, w), w, reg, conv=False, rate=r, act=model_cfg.act)
+        # model.skip: every block after the first adds its input (equal widths: validated)
+        layers.append((f"block{i + 1}", resnet.Residual(block) if model_cfg.skip and i > 0 else block))
         prev = w
     layers.append(("head", nn.Linear(prev, num_classes)))
     return nn.Sequential(OrderedDict(layers))
@@ -132,7 +139,7 @@ def build_cnn(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
         stage = []
         for k in range(2):
             conv = nn.Conv2d(prev, ch, 3, padding=1)
-            stage.append((f"block{k + 1}", _block(conv, ch, reg, conv=True, rate=conv_rate)))
+            stage.append((f"block{k + 1}", _block(conv, ch, reg, conv=True, rate=conv_rate, act=model_cfg.act)))
             prev = ch
         stage.append(("pool", nn.MaxPool2d(2)))
         h, w = h // 2, w // 2
@@ -142,7 +149,7 @@ def build_cnn(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
     widths = [int(x) for x in model_cfg.fc]
     rates = _dense_rates(reg, len(widths))
     for i, (wd, r) in enumerate(zip(widths, rates)):
-        layers.append((f"fc{i + 1}", _block(nn.Linear(prev, wd), wd, reg, conv=False, rate=r)))
+        layers.append((f"fc{i + 1}", _block(nn.Linear(prev, wd), wd, reg, conv=False, rate=r, act=model_cfg.act)))
         prev = wd
     layers.append(("head", nn.Linear(prev, num_classes)))
     return nn.Sequential(OrderedDict(layers))
@@ -159,16 +166,24 @@ class Builder:
 BUILDERS = {
     "mlp": Builder(build_mlp, widths=("hidden",), conv=False),
     "cnn": Builder(build_cnn, widths=("channels", "fc"), conv=True),
+    "resnet": Builder(resnet.build_resnet, widths=(), conv=True),
 }
 
 
 def build_model(model_cfg, reg, in_shape, num_classes: int) -> nn.Sequential:
-    return BUILDERS[model_cfg.name].build(model_cfg, reg, in_shape, num_classes)
+    """The model of a complete `model` and `reg` config node (every key of the schema; a node recorded
+    before a key existed is completed by its reader: dropbn.config.validation.complete)."""
+    model = BUILDERS[model_cfg.name].build(model_cfg, reg, in_shape, num_classes)
+    activations.init_weights(model, model_cfg.init, model_cfg.act)  # model.init (auto + ReLU: as built)
+    resnet.zero_init_residual(model, model_cfg, reg)
+    return model
 
 
 KIND = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm1d: "norm", nn.BatchNorm2d: "norm",
         nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.ReLU: "act", nn.Dropout: "dropout", Dropout: "dropout",
-        nn.Dropout2d: "dropout", nn.MaxPool2d: "pool", nn.Flatten: "flatten"}
+        nn.Dropout2d: "dropout", nn.MaxPool2d: "pool", nn.Flatten: "flatten",
+        **{t: "act" for t in activations.ACTIVATION_TYPES}, nn.AlphaDropout: "dropout",
+        nn.FeatureAlphaDropout: "dropout", nn.AdaptiveAvgPool2d: "pool"}
 
 
 def layer_kinds(model: nn.Module) -> list[str]:
@@ -201,7 +216,8 @@ SHORT = (
     ((nn.BatchNorm1d, nn.BatchNorm2d), lambda m: f"{type(m).__name__}({m.num_features})"),
     (nn.LayerNorm, lambda m: f"LayerNorm({m.normalized_shape[0]})"),
     (nn.GroupNorm, lambda m: f"GroupNorm({m.num_groups} groups, {m.num_channels})"),
-    ((nn.Dropout, nn.Dropout2d), lambda m: f"{type(m).__name__}(p={m.p:g})"),
+    ((nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout), lambda m: f"{type(m).__name__}(p={m.p:g})"),
+    ((resnet.Join, resnet.PadShortcut), lambda m: m.short()),
     (nn.MaxPool2d, lambda m: f"MaxPool2d({m.kernel_size})"),
 )
 

@@ -13,19 +13,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import models
+from . import models, warmup
 from .device import sync
 from ..base.signals import stopping
 
 
-# optim.name: (optim config, parameters) -> optimizer; optim.momentum is Adam's beta1
+# optim.name: (optim config, parameters) -> optimizer; optim.momentum is Adam's (and AdamW's) beta1;
+# adamw: weight decay decoupled from the gradient (Loshchilov & Hutter 2019)
 OPTIMIZERS = {
-    "sgd": lambda o, params: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+    "sgd": lambda o, params: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                              weight_decay=o.weight_decay, foreach=True),
     "adam": lambda o, params: torch.optim.Adam(params, lr=o.lr, betas=(o.momentum, 0.999),
                                                weight_decay=o.weight_decay, foreach=True),
     "rmsprop": lambda o, params: torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum,
                                                      weight_decay=o.weight_decay, foreach=True),
+    "adamw": lambda o, params: torch.optim.AdamW(params, lr=o.lr, betas=(o.momentum, 0.999),
+                                                 weight_decay=o.weight_decay, foreach=True),
 }
 # train.schedule: (train config, Budget, optimizer) -> lr scheduler, stepped once per epoch in an
 # epoch run and once per optimisation step with train.steps (Budget.ticks in all); cosine anneals
@@ -101,11 +104,23 @@ class Budget:
         return self.every if self.by_steps else 1
 
 
+def param_groups(o, params):
+    """`params` as they are, or with optim.decay_norm_and_bias=false two groups: the weights, and the
+    1-d parameters (biases, norm weights and biases) without weight decay."""
+    if o.decay_norm_and_bias:
+        return params
+    params = list(params)
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optim.name](cfg.optim, params)
+    return OPTIMIZERS[cfg.optim.name](cfg.optim, param_groups(cfg.optim, params))
 
 
 def build_scheduler(cfg, opt, budget: Budget):
+    if cfg.train.warmup_epochs:  # train.warmup_epochs: a linear ramp, then the schedule (dropbn/train/warmup.py)
+        return warmup.scheduler(cfg.train, budget, opt)
     return SCHEDULES[cfg.train.schedule](cfg.train, budget, opt)
 
 
