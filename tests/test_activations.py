@@ -96,9 +96,9 @@ def test_committed_runs_still_build_the_model_they_recorded(run):
     """Every new key's default builds today's model: model.txt of committed runs is reproduced."""
     folder = next(p.parent for p in sorted((ROOT / "results" / run).glob("*/model.txt")))
     config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
-    cfg = OmegaConf.create(config)  # without the new keys: build_model takes their defaults
+    cfg = OmegaConf.create(config)  # without the new keys: completed with their defaults, as readers do
     shape = (3, 32, 32) if "cifar" in cfg.data.name else MNIST
-    net = build_model(cfg.model, cfg.reg, shape, 10)
+    net = build_model(complete(cfg.model, "model"), complete(cfg.reg, "reg"), shape, 10)
     assert describe(net, shape) + "\n" == (folder / "model.txt").read_text()
 
 
