@@ -56,7 +56,7 @@ def test_a_full_disk_while_writing_run_files_is_one_line_and_a_failed_summary(di
 
 def test_export_into_a_file_is_one_line(tmp_path):
     pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
-    from dropbn.train.tensorboard import main as export_main
+    from dropbn.commands.export_cmd import main as export_main
 
     make_run(tmp_path / "s" / "seed=0")
     (tmp_path / "afile").write_text("not a folder")
