@@ -82,7 +82,8 @@ def make_run(folder, reg="none", seed=0, *, test_acc=(0.90, 0.95, 0.97), train_a
          "train_seconds": last.get("train_seconds", 0.0), "seconds_per_epoch": sec,
          "diverged_at": {"epoch": len(rows) + 1, "step": 7, "reason": "non-finite loss"}
          if status == "diverged" else None,
-         "config": cfg, "env": {"torch": "x", "device": "cpu", "threads": 1, "git_commit": "abc", **(env or {})}}
+         "config": cfg, "env": {"torch": "x", "device": "cpu", "threads": 1, "parallel_runs": 1, "git_commit": "abc",
+                                **(env or {})}}
     if diagnostics:
         s["diagnostics"] = diagnostics
     (folder / "summary.json").write_text(json.dumps(s))
@@ -421,6 +422,8 @@ def test_timing_claims_name_what_differs(tmp_path):
     assert "runs sharing the machine differ (3, 6 vs 1)" in six["note"]
     assert "commits differ within each arm, the same mix in both (abc, c0ffee)" in six["note"]
     assert "first epoch" in six["note"]   # these runs record no steady-state time: the note says so
+    # runs that shared the machine time the contention too: no test, out of the Holm family
+    assert six["verdict"] == C.UNEQUAL and math.isnan(six["p_holm"]) and "up to 6 runs shared" in six["reason"]
 
 
 def test_report_files_and_contents(sweep):
