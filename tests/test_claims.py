@@ -26,7 +26,7 @@ import pytest
 from dropbn import claims
 from dropbn.claims import HOST, MACHINE, Busy, acquire, current
 
-from .conftest import DROPBN, compose, needs_mnist, run_cli
+from .conftest import DROPBN, call_cli, compose, needs_mnist
 
 TIMING = {"epoch_seconds", "eval_seconds", "train_seconds"}
 SMALL = ["data.train_size=2000", "train.eval_train_size=1000", "model.hidden=[32]", "train.progress=false",
@@ -242,7 +242,7 @@ def test_sigkilled_run_is_taken_over_and_resumed(tmp_path):
     killed = current(run_dir)
     assert killed.pid == p.pid and killed.released is None  # the claim outlived its process
 
-    r = run_cli(args, cwd=tmp_path)
+    r = call_cli(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"taking over the claim of {HOST}:{p.pid}" in r.stdout and "resuming" in r.stdout
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
@@ -266,12 +266,12 @@ def run_dirs(root: Path) -> dict[str, Path]:
 def shared(tmp_path_factory):
     """The 4-run sweep trained by two processes started together, and sequentially by one."""
     root = tmp_path_factory.mktemp("shared")
-    before = run_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
+    before = call_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
     procs = [subprocess.Popen([DROPBN, "train", *SWEEP, f"out_root={root}"], cwd=root, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     seq = tmp_path_factory.mktemp("sequential")
-    r = run_cli(["train", *SWEEP, f"out_root={seq}"], cwd=seq)
+    r = call_cli(["train", *SWEEP, f"out_root={seq}"], cwd=seq)
     assert r.returncode == 0, r.stderr[-2000:]
     return {"root": root, "seq": seq, "before": before, "codes": [p.returncode for p in procs], "outs": outs}
 
@@ -309,14 +309,14 @@ def test_status_of_the_shared_sweep(shared, tmp_path):
     assert before.returncode == 1 and before.stdout.count("missing  0/2") == 4, before.stdout + before.stderr
     assert "4 runs: 4 missing; 8 epochs left" in before.stdout
 
-    r = run_cli(["status", str(root / "default")], cwd=root)
+    r = call_cli(["status", str(root / "default")], cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].split() == ["state", "epochs", "run", "detail"]
     assert [ln.split()[:2] for ln in lines[1:5]] == [["completed", "2/2"]] * 4
     assert all(f"seed={s}" in lines[1 + s] for s in range(4))
     assert lines[-1] == "4 runs: 4 completed; nothing left to train"
-    same = run_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
+    same = call_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
     assert same.returncode == 0 and same.stdout.count("completed  2/2") == 4
 
     half = tmp_path / "half"
@@ -326,7 +326,7 @@ def test_status_of_the_shared_sweep(shared, tmp_path):
     (dirs[1] / "summary.json").unlink()
     rows = (dirs[1] / "metrics.csv").read_text().splitlines()
     (dirs[1] / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")  # killed after epoch 1
-    r = run_cli(["status", str(half)], cwd=tmp_path)
+    r = call_cli(["status", str(half)], cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     states = {ln.split()[2]: ln.split()[:2] for ln in r.stdout.strip().splitlines()[1:-1]}
     assert states[dirs[0].name] == ["partial", "2/2"] and states[dirs[1].name] == ["partial", "1/2"]

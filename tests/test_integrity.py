@@ -23,7 +23,7 @@ from dropbn.errors import DataError, DropbnError
 from dropbn.runs import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS, SUMMARY, IdentityError, RunDir,
                          atomic_write_text, finished_problem, remove_stale_tmp)
 
-from .conftest import DROPBN, compose, needs_mnist
+from .conftest import DROPBN, call_cli, compose, needs_mnist
 from .test_data import dcfg, fake_mnist, make_imagefolder
 from .test_resume import metrics
 
@@ -34,10 +34,13 @@ IMAGES = ("data=imagefolder", "model.hidden=[16]", "train.batch_size=4", "train.
 
 
 def cli(args, cwd, unprivileged=False, timeout=300):
-    """`dropbn train ARGS` in a subprocess; unprivileged: as a user that read-only folders stop
-    (a root test process runs it in a user namespace, where root's permission override is gone)."""
+    """`dropbn train ARGS`, called in this process; unprivileged: in a subprocess, as a user that
+    read-only folders stop (a root test process runs it in a user namespace, where root's
+    permission override is gone)."""
+    if not unprivileged:
+        return call_cli(["train", *args], cwd=cwd)
     prefix = []
-    if unprivileged and os.geteuid() == 0:
+    if os.geteuid() == 0:
         if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "true"]).returncode:
             pytest.skip("running as root without user namespaces: cannot make a folder read-only")
         prefix = ["unshare", "--user"]

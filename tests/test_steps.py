@@ -20,7 +20,7 @@ from dropbn.precheck import check_args
 from dropbn.optimize import Budget
 from dropbn.train import run
 
-from .conftest import compose, needs_mnist, run_cli
+from .conftest import call_cli, compose, needs_mnist
 from .test_resume import metrics, n_rows, start, wait_for
 
 BASE = ("model.hidden=[64]", "train.progress=false", "train.diagnostics=false", "train.batch_size=32",
@@ -172,7 +172,7 @@ def _run_dir(root: Path) -> Path | None:
 @needs_mnist
 def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     ref_root = tmp_path / "ref"
-    r = run_cli(["train", *KILL_ARGS, f"out_root={ref_root}"], cwd=tmp_path)
+    r = call_cli(["train", *KILL_ARGS, f"out_root={ref_root}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     ref = _run_dir(ref_root)
 
@@ -187,7 +187,7 @@ def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert ck["step"] < 300 and ck["step"] % PER_PASS != 0 and ck["stream"]["pos"] == ck["step"] % PER_PASS
 
-    r = run_cli(["train", *KILL_ARGS, f"out_root={root}"], cwd=tmp_path)
+    r = call_cli(["train", *KILL_ARGS, f"out_root={root}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming {run_dir} at step {ck['step'] + 1}/300" in r.stdout
     assert metrics(run_dir) == metrics(ref)

@@ -28,7 +28,7 @@ from dropbn.config import CONFIG_DIR
 from dropbn.runs import same_config
 from dropbn.cli import main as cli_main
 
-from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, needs_submitit, run_cli
+from .conftest import DATA_DIR, DROPBN, ROOT, call_cli, needs_joblib, needs_mnist, needs_submitit, run_cli
 
 ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
         "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
@@ -70,10 +70,10 @@ def study(tmp_path_factory):
     killed = {str(d.name): (d / "summary.json").stat().st_mtime_ns for d in completed_runs(sdir / "tune")}
     assert not (sdir / S.SELECTED).exists()
 
-    second = run_cli(args, cwd=root, timeout=600)
+    second = call_cli(args, cwd=root)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     before = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
-    third = run_cli(args, cwd=root, timeout=300)
+    third = call_cli(args, cwd=root)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     after = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
     return {"root": root, "dir": sdir, "killed": killed, "second": second, "third": third,
@@ -524,7 +524,7 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
     tunes = [run["run"] for v in sel["variants"] for c in v["candidates"] for run in c["runs"]]
 
     def status(out_root):
-        r = run_cli(["status", "--study", *ARGS, f"out_root={out_root}"], cwd=tmp_path)
+        r = call_cli(["status", "--study", *ARGS, f"out_root={out_root}"], cwd=tmp_path)
         lines = r.stdout.splitlines()
         return r, [line.split()[:3] for line in lines[1:-1]], lines[-1] if lines else r.stderr
 
@@ -546,7 +546,7 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
     assert r.stdout.count("planned: named by the selection once the tune runs have ended") == 4
     assert last == "8 runs: 8 missing; 16 epochs left; ETA unknown until an epoch has been measured"
 
-    r = run_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
+    r = call_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "optuna" in r.stderr
 
 
@@ -699,8 +699,8 @@ def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
 def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp_path):
     """With a joblib launcher both variants' sweeps of each stage train at once; on CPU the runs are
     deterministic, so the selection and every final number equal the one-sweep-at-a-time study's."""
-    r = run_cli(["study", *ARGS, "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"out_root={tmp_path}"],
-                cwd=tmp_path, timeout=600)
+    r = call_cli(["study", *ARGS, "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"out_root={tmp_path}"],
+                 cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("at a time, beside the stage's other sweeps") == 4  # tune and final, 2 variants each
     sel = yaml.safe_load((tmp_path / NAME / S.SELECTED).read_text())
@@ -719,6 +719,6 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
 def test_committed_studies_are_complete_under_their_presets(exp):
     """The committed reference studies match their presets: planned again from the preset and selected
     again from the committed tune records, every run the study would train is committed and finished."""
-    r = run_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
+    r = call_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].endswith("; nothing left to train")

@@ -20,7 +20,7 @@ from dropbn.signals import GracefulStop
 from dropbn.tracking import export, tag
 from dropbn.train import run
 
-from .conftest import TINY, compose, needs_mnist, run_cli
+from .conftest import TINY, call_cli, compose, needs_mnist, run_cli
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -156,7 +156,7 @@ def test_export_writes_the_same_events_outside_the_run_folders(trained, tmp_path
 
 
 def test_export_command_line(trained, tmp_path):
-    r = run_cli(["export", "tensorboard", str(trained.parent), "--out", str(tmp_path / "tb")], cwd=tmp_path)
+    r = call_cli(["export", "tensorboard", str(trained.parent), "--out", str(tmp_path / "tb")], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "wrote TensorBoard events of 1 runs" in r.stdout
     assert_events_match_run(read_events(tmp_path / "tb" / trained.parent.name / trained.name), trained)
