@@ -227,6 +227,7 @@ def test_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkilled_run_is_taken_over_and_resumed(tmp_path):
     args = ["train", *SMALL, "train.epochs=3", "train.batch_size=32", f"out_root={tmp_path}"]
     run_dir = tmp_path / "default" / ("data.train_size=2000,model.hidden=[32],train.batch_size=32,"
@@ -277,6 +278,7 @@ def shared(tmp_path_factory):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_two_processes_share_a_sweep_and_train_every_run_once(shared):
     assert shared["codes"] == [0, 0], [err[-2000:] for _, err in shared["outs"]]
     dirs = run_dirs(shared["root"])
@@ -291,6 +293,7 @@ def test_two_processes_share_a_sweep_and_train_every_run_once(shared):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_shared_sweep_results_equal_a_sequential_run(shared):
     dirs, seq = run_dirs(shared["root"]), run_dirs(shared["seq"])
     assert dirs.keys() == seq.keys()
@@ -303,6 +306,7 @@ def test_shared_sweep_results_equal_a_sequential_run(shared):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_status_of_the_shared_sweep(shared, tmp_path):
     root = shared["root"]
     before = shared["before"]  # composed from the same arguments before anything ran

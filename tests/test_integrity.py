@@ -76,6 +76,7 @@ def writable(folder: Path) -> None:
 
 # ---------------------------------------------------------------- identity
 @needs_mnist
+@pytest.mark.slow
 def test_a_changed_config_in_the_same_folder_is_one_line_and_touches_nothing(tmp_path):
     run_dir = tmp_path / "run"
     r = cli([*SMALL, "train.epochs=1", f"hydra.run.dir={run_dir}"], tmp_path)
@@ -178,6 +179,7 @@ def test_a_run_file_that_is_a_folder_is_one_line(tmp_path, name):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_says_so_and_force_restarts(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -294,6 +296,7 @@ def test_folder_names_show_the_data_by_its_content(tmp_path):
     assert identity.folder_name("", None) == "run" and identity.folder_name("seed=1", None) == "seed=1"
 
 
+@pytest.mark.slow
 def test_a_data_path_sweep_makes_one_folder_per_data_set_and_moved_data_is_the_same_run(tmp_path):
     make_imagefolder(tmp_path / "A", classes=("cat", "dog"))
     make_imagefolder(tmp_path / "B", classes=("cat", "dog", "frog"))
@@ -315,6 +318,7 @@ def test_a_data_path_sweep_makes_one_folder_per_data_set_and_moved_data_is_the_s
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_30_override_sweep_runs_in_folders_that_fit(tmp_path):
     overrides = ["data.train_size=200", "data.val_size=0", "data.split_seed=0", "data.augment=false",
                  "model.hidden=[32]", "reg.norm=batch", "reg.norm_groups=8", "reg.dropout=0.1",
@@ -348,6 +352,7 @@ def test_device_cuda_without_cuda_is_one_line_before_anything_runs(tmp_path):
 
 # ---------------------------------------------------------------- read-only folders
 @needs_mnist
+@pytest.mark.slow
 def test_a_read_only_built_cache_trains_normally(tmp_path):
     cache = tmp_path / "cache"
     D.load_raw(dcfg(root=os.environ["DROPBN_DATA_DIR"], cache_dir=str(cache)))  # built once
@@ -366,6 +371,7 @@ def test_a_read_only_built_cache_trains_normally(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_read_only_finished_run_is_skipped_without_writing(tmp_path):
     args = [*SMALL, "train.epochs=1", f"out_root={tmp_path / 'out'}"]
     r = cli(args, tmp_path)

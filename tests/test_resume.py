@@ -89,6 +89,7 @@ def reference(tmp_path_factory):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     run_dir = tmp_path / "default" / DIRNAME
     p = start([*ARGS, f"out_root={tmp_path}"], tmp_path)
@@ -108,6 +109,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
 
 @needs_mnist
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_sigint_sigterm_stop_cleanly_and_resume_identically(tmp_path, reference, sig, code):
     run_dir = tmp_path / "default" / DIRNAME
     p = start([*ARGS, f"out_root={tmp_path}"], tmp_path)
@@ -129,6 +131,7 @@ def test_sigint_sigterm_stop_cleanly_and_resume_identically(tmp_path, reference,
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_rerunning_a_killed_multirun_skips_resumes_and_runs_the_rest(tmp_path):
     args = ["-m", *TINY, "train.epochs=2", "train.batch_size=32", "device=cpu", "train.threads=1",
             "seed=0,1,2", f"out_root={tmp_path}"]
@@ -153,6 +156,7 @@ def test_rerunning_a_killed_multirun_skips_resumes_and_runs_the_rest(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_divergence_in_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path):
     r = call_cli(["train", "-m", *TINY, "data.train_size=1000", "train.eval_train_size=500", "train.epochs=2",
                  "reg=none", "device=cpu", "optim.lr=1e6,0.01", f"out_root={tmp_path}"], cwd=tmp_path)

@@ -170,6 +170,7 @@ def _run_dir(root: Path) -> Path | None:
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     ref_root = tmp_path / "ref"
     r = call_cli(["train", *KILL_ARGS, f"out_root={ref_root}"], cwd=tmp_path)
@@ -205,6 +206,7 @@ def test_eval_every_steps_needs_a_step_budget(tmp_path):
         check_args(["train.eval_every_steps=100", f"out_root={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_datasize_steps_preset_sweeps_sizes_regs_and_replicates_at_equal_steps(tmp_path, monkeypatch):
     monkeypatch.delenv("DROPBN_SWEEP_JOBS", raising=False)
     assert check_args(["-m", "+exp=datasize_steps_mnist_mlp", f"out_root={tmp_path}"]) == 48

@@ -86,6 +86,7 @@ def val_table(run: Path) -> list[dict]:
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_kill_resumes_without_retraining_and_a_finished_study_trains_nothing(study):
     sdir = study["dir"]
     for name, mtime in study["killed"].items():  # finished before the kill: not trained again
@@ -100,6 +101,7 @@ def test_kill_resumes_without_retraining_and_a_finished_study_trains_nothing(stu
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_selection_follows_the_validation_numbers(study):
     sel, tune = study["sel"], study["dir"] / "tune"
     assert sel["select"] == "val_acc" and sel["tune_seeds"] == [0] and sel["final_seeds"] == [100, 101]
@@ -120,6 +122,7 @@ def test_selection_follows_the_validation_numbers(study):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_selection_never_reads_a_test_metric(study, tmp_path):
     """Test metrics of the tune runs anti-correlated with validation, or removed: same selection."""
     sel = study["sel"]
@@ -154,6 +157,7 @@ def test_selection_never_reads_a_test_metric(study, tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_final_runs_use_the_selection_and_fresh_seeds(study):
     sel, final = study["sel"], study["dir"] / "final"
     for v in sel["variants"]:
@@ -173,6 +177,7 @@ def test_final_runs_use_the_selection_and_fresh_seeds(study):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     rep = study["dir"] / "report"
     md = (rep / "report.md").read_text()
@@ -192,6 +197,7 @@ def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     assert "Choices at an end" not in md  # two values searched: every choice is an end, none is flagged
 
 
+@pytest.mark.slow
 def test_report_flags_a_choice_at_the_end_of_the_searched_range(study, tmp_path):
     copy = tmp_path / NAME
     shutil.copytree(study["dir"], copy, ignore=shutil.ignore_patterns("report", "checkpoint.pt"))
@@ -247,6 +253,7 @@ def test_bad_study_input_is_one_line_exit_2(extra, expect, tmp_path, capsys):
     assert not (tmp_path / NAME).exists()  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 def test_val_size_zero_through_the_real_command(tmp_path):
     r = run_cli(["study", "+exp=tuned_mnist_mlp", "data.val_size=0", f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -271,6 +278,7 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("exp", ["tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+@pytest.mark.slow
 def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
     from dropbn.study import Study
 
@@ -297,6 +305,7 @@ def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
         st.hy.close()
 
 
+@pytest.mark.slow
 def test_placement_preset_varies_only_where_dropout_sits(tmp_path):
     """tuned_placement_mnist_mlp: 3 block orders x 3 dropout placements, the same lr space and the same
     dropout rate everywhere, so claims 8 and 9 compare configurations that differ in one setting."""
@@ -374,6 +383,7 @@ def test_rule_with_a_schedule_keeps_the_budget(tmp_path):
 # ---------------------------------------------------------------- optuna
 
 @needs_mnist
+@pytest.mark.slow
 def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_path, capsys):
     optuna = pytest.importorskip("optuna")
     from dropbn.study import Study
@@ -415,6 +425,7 @@ def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_stage_waits_for_a_run_another_process_holds(tmp_path):
     """Processes may share a study folder. A tune run claimed by another live process is neither
     scored as lost nor selected around: the study waits for it, and once its holder lets go
@@ -516,6 +527,7 @@ def test_ctrl_c_while_waiting_for_another_process_is_one_line_exit_130(tmp_path,
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_path):
     """`dropbn status --study ARGS`: every tune run, then the final runs, named from the selection as
     soon as a variant's tune runs have ended (the names the study gave them), planned rows before."""
@@ -677,6 +689,7 @@ def test_under_slurm_a_stage_submits_every_sweep_at_once(tmp_path, monkeypatch):
 
 @needs_joblib
 @needs_submitit
+@pytest.mark.slow
 def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
     """How many runs of a stage's sweeps may run at once: the joblib workers, every one under SLURM
     (math.inf), or one sweep at a time under the default launcher (None)."""
@@ -696,6 +709,7 @@ def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
 
 @needs_mnist
 @needs_joblib
+@pytest.mark.slow
 def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp_path):
     """With a joblib launcher both variants' sweeps of each stage train at once; on CPU the runs are
     deterministic, so the selection and every final number equal the one-sweep-at-a-time study's."""
@@ -716,6 +730,7 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
 @pytest.mark.parametrize("exp", ["tuned_placement_mnist_mlp", "tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+@pytest.mark.slow
 def test_committed_studies_are_complete_under_their_presets(exp):
     """The committed reference studies match their presets: planned again from the preset and selected
     again from the committed tune records, every run the study would train is committed and finished."""

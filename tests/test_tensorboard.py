@@ -162,6 +162,7 @@ def test_export_command_line(trained, tmp_path):
     assert_events_match_run(read_events(tmp_path / "tb" / trained.parent.name / trained.name), trained)
 
 
+@pytest.mark.slow
 def test_without_tensorboard_train_and_export_fail_with_one_line(tmp_path, trained):
     blocker = tmp_path / "block" / "tensorboard"
     blocker.mkdir(parents=True)

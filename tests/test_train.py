@@ -97,6 +97,7 @@ def test_variants_train(tmp_path, ov):
     assert s["status"] == "completed" and s["final_test_acc"] > 0.15  # above chance (0.1)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     r = run_cli(["train", *TINY, "train.epochs=1", f"out_root={tmp_path}", "name=e2e", "reg=both"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -117,6 +118,7 @@ def test_cli_help_lists_subcommands(tmp_path):
     assert r.returncode == 0 and "reg:" in r.stdout and "model:" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_missing_data_offline_is_one_line_exit_2(tmp_path):
     r = run_cli(["train", f"data.root={tmp_path / 'nothing'}", "data.download=false", f"out_root={tmp_path}"],
                 cwd=tmp_path)

@@ -135,8 +135,8 @@ def test_at_least_25_bad_inputs_are_covered():
     ([], 1),
     (["+exp=quickstart"], 1),
     (["-m", "seed=0,1,2"], 3),
-    (["-m", "reg=glob(*)", "seed=range(0,2)"], 12),        # 6 reg presets x 2 seeds
-    (["-m", "+exp=compare_mnist_mlp"], 18),                   # reg x seed from hydra.sweeper.params
+    pytest.param(["-m", "reg=glob(*)", "seed=range(0,2)"], 12, marks=pytest.mark.slow),  # 6 reg presets x 2 seeds
+    pytest.param(["-m", "+exp=compare_mnist_mlp"], 18, marks=pytest.mark.slow),  # reg x seed from hydra.sweeper.params
     (["-m", "+exp=compare_mnist_mlp", "seed=0"], 6),          # the command line overrides a preset's sweep
     (["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=0,1"], 2),
     (["--cfg", "job", "optim.lr=-1"], 1),                     # --cfg shows the config; values not judged
