@@ -1,10 +1,11 @@
-# Two entry points: `make demo` (set up + quickstart run) and `make test` (set up + pytest).
+# Entry points: `make demo` (set up + quickstart run), `make test` (set up + the full test suite, as CI
+# runs it) and `make test-fast` (set up + the fast tier: the tests not marked slow, for between edits).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test test-fast install clean-venv
 # plain `make`: the venv with dropbn and every extra the tests use
 .DEFAULT_GOAL := install
 
@@ -24,5 +25,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dropbn train +exp=quickstart
 
+# two pytest-xdist workers (the CI machine's 2 cores), each test module on one worker, so that a
+# module-scoped fixture (a finished sweep, study, wheel) is built once. XDIST= runs in one process.
+XDIST ?= -n 2 --dist loadscope
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS)

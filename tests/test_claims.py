@@ -26,7 +26,7 @@ import pytest
 from dropbn.record import lease as claims
 from dropbn.record.lease import HOST, MACHINE, Busy, acquire, current
 
-from .conftest import DROPBN, compose, needs_mnist, run_cli
+from .conftest import DROPBN, call_cli, compose, needs_mnist
 
 TIMING = {"epoch_seconds", "eval_seconds", "train_seconds"}
 SMALL = ["data.train_size=2000", "train.eval_train_size=1000", "model.hidden=[32]", "train.progress=false",
@@ -227,6 +227,7 @@ def test_run_finished_by_another_process_meanwhile_is_not_trained_again(tmp_path
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkilled_run_is_taken_over_and_resumed(tmp_path):
     args = ["train", *SMALL, "train.epochs=3", "train.batch_size=32", f"out_root={tmp_path}"]
     run_dir = tmp_path / "default" / ("data.train_size=2000,model.hidden=[32],train.batch_size=32,"
@@ -242,7 +243,7 @@ def test_sigkilled_run_is_taken_over_and_resumed(tmp_path):
     killed = current(run_dir)
     assert killed.pid == p.pid and killed.released is None  # the claim outlived its process
 
-    r = run_cli(args, cwd=tmp_path)
+    r = call_cli(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"taking over the claim of {HOST}:{p.pid}" in r.stdout and "resuming" in r.stdout
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
@@ -266,17 +267,18 @@ def run_dirs(root: Path) -> dict[str, Path]:
 def shared(tmp_path_factory):
     """The 4-run sweep trained by two processes started together, and sequentially by one."""
     root = tmp_path_factory.mktemp("shared")
-    before = run_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
+    before = call_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
     procs = [subprocess.Popen([DROPBN, "train", *SWEEP, f"out_root={root}"], cwd=root, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     seq = tmp_path_factory.mktemp("sequential")
-    r = run_cli(["train", *SWEEP, f"out_root={seq}"], cwd=seq)
+    r = call_cli(["train", *SWEEP, f"out_root={seq}"], cwd=seq)
     assert r.returncode == 0, r.stderr[-2000:]
     return {"root": root, "seq": seq, "before": before, "codes": [p.returncode for p in procs], "outs": outs}
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_two_processes_share_a_sweep_and_train_every_run_once(shared):
     assert shared["codes"] == [0, 0], [err[-2000:] for _, err in shared["outs"]]
     dirs = run_dirs(shared["root"])
@@ -291,6 +293,7 @@ def test_two_processes_share_a_sweep_and_train_every_run_once(shared):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_shared_sweep_results_equal_a_sequential_run(shared):
     dirs, seq = run_dirs(shared["root"]), run_dirs(shared["seq"])
     assert dirs.keys() == seq.keys()
@@ -303,20 +306,21 @@ def test_shared_sweep_results_equal_a_sequential_run(shared):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_status_of_the_shared_sweep(shared, tmp_path):
     root = shared["root"]
     before = shared["before"]  # composed from the same arguments before anything ran
     assert before.returncode == 1 and before.stdout.count("missing  0/2") == 4, before.stdout + before.stderr
     assert "4 runs: 4 missing; 8 epochs left" in before.stdout
 
-    r = run_cli(["status", str(root / "default")], cwd=root)
+    r = call_cli(["status", str(root / "default")], cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].split() == ["state", "epochs", "run", "detail"]
     assert [ln.split()[:2] for ln in lines[1:5]] == [["completed", "2/2"]] * 4
     assert all(f"seed={s}" in lines[1 + s] for s in range(4))
     assert lines[-1] == "4 runs: 4 completed; nothing left to train"
-    same = run_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
+    same = call_cli(["status", *SWEEP, f"out_root={root}"], cwd=root)
     assert same.returncode == 0 and same.stdout.count("completed  2/2") == 4
 
     half = tmp_path / "half"
@@ -326,7 +330,7 @@ def test_status_of_the_shared_sweep(shared, tmp_path):
     (dirs[1] / "summary.json").unlink()
     rows = (dirs[1] / "metrics.csv").read_text().splitlines()
     (dirs[1] / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")  # killed after epoch 1
-    r = run_cli(["status", str(half)], cwd=tmp_path)
+    r = call_cli(["status", str(half)], cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     states = {ln.split()[2]: ln.split()[:2] for ln in r.stdout.strip().splitlines()[1:-1]}
     assert states[dirs[0].name] == ["partial", "2/2"] and states[dirs[1].name] == ["partial", "1/2"]

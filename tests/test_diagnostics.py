@@ -5,12 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +22,7 @@ from dropbn.train.diagnostics import TRAIN_SHIFT_IMAGES, run_diagnostics, train_
 from dropbn.base.errors import DropbnError
 from dropbn.train.loop import run
 
-from .conftest import DATA_DIR, TINY, compose, needs_mnist
+from .conftest import DATA_DIR, TINY, call_cli, compose, needs_mnist
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -359,20 +355,11 @@ def test_training_data_variance_shift_dropout_before_vs_after_bn(tmp_path):
 
 
 # ---------------------------------------------------------------- dropbn diagnose, end to end
-def _dropbn():
-    exe = Path(sys.executable).parent / "dropbn"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dropbn.cli"]
-
-
 @pytest.mark.skipif(not (DATA_DIR / "MNIST").exists(), reason=f"MNIST not under {DATA_DIR}")
 def test_diagnose_cli_end_to_end(tmp_path):
-    env = dict(os.environ, DROPBN_DATA_DIR=str(DATA_DIR), DROPBN_CACHE_DIR=str(tmp_path / "cache"),
-               OMP_NUM_THREADS="1")
     out = tmp_path / "out"
-    r = subprocess.run(_dropbn() + ["train", "data.train_size=500", "train.epochs=1", "model.hidden=[32]",
-                                    "train.diagnostics=false", "train.progress=false", f"out_root={out}",
-                                    "name=t"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    r = call_cli(["train", "data.train_size=500", "train.epochs=1", "model.hidden=[32]", "train.diagnostics=false",
+                  "train.progress=false", f"out_root={out}", "name=t"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     (summary_path,) = list(out.rglob("summary.json"))
     before = json.loads(summary_path.read_text())
@@ -382,8 +369,7 @@ def test_diagnose_cli_end_to_end(tmp_path):
     unfinished.mkdir()
     shutil.copy(summary_path.parent / "checkpoint.pt", unfinished / "checkpoint.pt")
 
-    r = subprocess.run(_dropbn() + ["diagnose", str(out), "--device", "cpu"], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+    r = call_cli(["diagnose", str(out), "--device", "cpu"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     after = json.loads(summary_path.read_text())
     check_schema(after["diagnostics"], bn=True)  # default reg=both: BN after each Linear
@@ -393,8 +379,7 @@ def test_diagnose_cli_end_to_end(tmp_path):
     assert {k: v for k, v in after.items() if k != "diagnostics"} == before
     assert "not completed" in r.stderr and not (unfinished / "summary.json").exists()
 
-    r = subprocess.run(_dropbn() + ["diagnose", str(out), "--device", "cpu", "--skip-done"], env=env,
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = call_cli(["diagnose", str(out), "--device", "cpu", "--skip-done"], cwd=tmp_path)
     assert r.returncode == 0 and "already has diagnostics" in r.stderr, r.stderr[-2000:]
     assert json.loads(summary_path.read_text()) == after
 

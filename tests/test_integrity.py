@@ -25,7 +25,7 @@ from dropbn.record.layout import (CHECKPOINT, FOLDER_NAME, HYDRA_CONFIG, METRICS
                                   finished_problem, remove_stale_tmp)
 from dropbn.record.run_dir import RunDir
 
-from .conftest import DROPBN, compose, needs_mnist
+from .conftest import DROPBN, call_cli, compose, needs_mnist
 from .test_data import dcfg, fake_mnist, make_imagefolder
 from .test_resume import metrics
 
@@ -36,10 +36,13 @@ IMAGES = ("data=imagefolder", "model.hidden=[16]", "train.batch_size=4", "train.
 
 
 def cli(args, cwd, unprivileged=False, timeout=300):
-    """`dropbn train ARGS` in a subprocess; unprivileged: as a user that read-only folders stop
-    (a root test process runs it in a user namespace, where root's permission override is gone)."""
+    """`dropbn train ARGS`, called in this process; unprivileged: in a subprocess, as a user that
+    read-only folders stop (a root test process runs it in a user namespace, where root's
+    permission override is gone)."""
+    if not unprivileged:
+        return call_cli(["train", *args], cwd=cwd)
     prefix = []
-    if unprivileged and os.geteuid() == 0:
+    if os.geteuid() == 0:
         if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "true"]).returncode:
             pytest.skip("running as root without user namespaces: cannot make a folder read-only")
         prefix = ["unshare", "--user"]
@@ -75,6 +78,7 @@ def writable(folder: Path) -> None:
 
 # ---------------------------------------------------------------- identity
 @needs_mnist
+@pytest.mark.slow
 def test_a_changed_config_in_the_same_folder_is_one_line_and_touches_nothing(tmp_path):
     run_dir = tmp_path / "run"
     r = cli([*SMALL, "train.epochs=1", f"hydra.run.dir={run_dir}"], tmp_path)
@@ -177,6 +181,7 @@ def test_a_run_file_that_is_a_folder_is_one_line(tmp_path, name):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_says_so_and_force_restarts(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -293,6 +298,7 @@ def test_folder_names_show_the_data_by_its_content(tmp_path):
     assert identity.folder_name("", None) == "run" and identity.folder_name("seed=1", None) == "seed=1"
 
 
+@pytest.mark.slow
 def test_a_data_path_sweep_makes_one_folder_per_data_set_and_moved_data_is_the_same_run(tmp_path):
     make_imagefolder(tmp_path / "A", classes=("cat", "dog"))
     make_imagefolder(tmp_path / "B", classes=("cat", "dog", "frog"))
@@ -314,6 +320,7 @@ def test_a_data_path_sweep_makes_one_folder_per_data_set_and_moved_data_is_the_s
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_30_override_sweep_runs_in_folders_that_fit(tmp_path):
     overrides = ["data.train_size=200", "data.val_size=0", "data.split_seed=0", "data.augment=false",
                  "model.hidden=[32]", "reg.norm=batch", "reg.norm_groups=8", "reg.dropout=0.1",
@@ -347,6 +354,7 @@ def test_device_cuda_without_cuda_is_one_line_before_anything_runs(tmp_path):
 
 # ---------------------------------------------------------------- read-only folders
 @needs_mnist
+@pytest.mark.slow
 def test_a_read_only_built_cache_trains_normally(tmp_path):
     cache = tmp_path / "cache"
     D.load_raw(dcfg(root=os.environ["DROPBN_DATA_DIR"], cache_dir=str(cache)))  # built once
@@ -365,6 +373,7 @@ def test_a_read_only_built_cache_trains_normally(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_read_only_finished_run_is_skipped_without_writing(tmp_path):
     args = [*SMALL, "train.epochs=1", f"out_root={tmp_path / 'out'}"]
     r = cli(args, tmp_path)

@@ -84,6 +84,7 @@ def test_slurm_preset_requests_a_gpu_only_for_cuda():
 
 @needs_mnist
 @needs_joblib
+@pytest.mark.slow
 def test_joblib_sweep_runs_in_parallel_with_a_share_of_the_cores(tmp_path):
     r = run_cli(["train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *SWEEP,
                  f"out_root={tmp_path}"], cwd=tmp_path)
@@ -97,6 +98,7 @@ def test_joblib_sweep_runs_in_parallel_with_a_share_of_the_cores(tmp_path):
 
 @needs_mnist
 @needs_submitit
+@pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
     r = run_cli(["train", "-m", "hydra/launcher=local", *SWEEP, f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -109,6 +111,7 @@ def test_submitit_local_sweep(tmp_path):
 @needs_mnist
 @needs_submitit
 @needs_slurm
+@pytest.mark.slow
 def test_slurm_sweep_on_a_real_cluster(tmp_path):
     r = run_cli(["train", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
                  "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", *SWEEP, f"out_root={tmp_path}"],
@@ -123,6 +126,7 @@ def test_slurm_sweep_on_a_real_cluster(tmp_path):
 @needs_mnist
 @needs_submitit
 @needs_slurm
+@pytest.mark.slow
 def test_slurm_study_submits_a_stages_sweeps_at_once(tmp_path):
     from .test_study import ARGS, NAME
 
@@ -137,6 +141,7 @@ def test_slurm_study_submits_a_stages_sweeps_at_once(tmp_path):
 
 @needs_mnist
 @needs_joblib
+@pytest.mark.slow
 def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_a_rerun_finishes(tmp_path):
     """SIGTERM sent to `dropbn train -m` alone (as `dropbn study` or a scheduler sends it) reaches the
     joblib workers: each stops at its next step and releases its run; none trains on, orphaned."""

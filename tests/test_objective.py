@@ -12,7 +12,7 @@ import pytest
 from dropbn.record.objective import OBJECTIVES, objective
 from dropbn.train.loop import run
 
-from .conftest import TINY, compose, needs_mnist, run_cli
+from .conftest import TINY, call_cli, compose, needs_mnist
 
 pytestmark = needs_mnist
 
@@ -25,7 +25,7 @@ def sweep(tmp_path_factory):
     """4 jobs: lr 0.01 (trains) and 1e6 (diverges), with and without a validation split."""
     root = tmp_path_factory.mktemp("objective")
     returns = root / "returns.jsonl"
-    r = run_cli(["train", "-m", *SMALL, "optim.lr=1e6,0.01", "data.val_size=0,500", f"out_root={root}",
+    r = call_cli(["train", "-m", *SMALL, "optim.lr=1e6,0.01", "data.val_size=0,500", f"out_root={root}",
                  "+hydra.callbacks.returns._target_=dropbn.callbacks.SaveReturn",
                  f"+hydra.callbacks.returns.path={returns}"], cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -65,7 +65,7 @@ def test_without_validation_split_the_task_returns_none_and_logs_why(sweep, dive
 
 
 def test_objective_must_be_a_validation_metric(tmp_path):
-    r = run_cli(["train", *TINY, "train.objective=test_acc", f"out_root={tmp_path}"], cwd=tmp_path)
+    r = call_cli(["train", *TINY, "train.objective=test_acc", f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == "dropbn: error: train.objective='test_acc': allowed: val_acc, best_val_acc, val_loss"
 

@@ -47,6 +47,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_module_and_config_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"dropbn/{p.relative_to(ROOT / 'dropbn').as_posix()}" for p in (ROOT / "dropbn").rglob("*.py")}
@@ -72,6 +73,7 @@ def _fresh_venv(path: Path, wheel: Path) -> Path:
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):
     venv = _fresh_venv(tmp_path / "venv", wheel)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DROPBN_CONFIG_DIR")}

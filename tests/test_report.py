@@ -348,6 +348,7 @@ def test_all_diverged_arm_and_trainability(tmp_path):
     assert ct.m == 9 and t["p_holm"] == pytest.approx(0.035) and t["verdict"] == "supported"
 
 
+@pytest.mark.slow
 def test_garbin_collapse_row_and_runs_ending_at_chance(tmp_path):
     """Garbin et al.'s observation, dropout against batch norm, gets a trainability row of its own; a run
     that completes at chance accuracy (a collapse without a non-finite loss) counts as failed to train,
@@ -381,6 +382,7 @@ def test_garbin_collapse_row_and_runs_ending_at_chance(tmp_path):
     assert lr_tab.loc["dropout", "0.3"] == "–; failed to train 3/3 (3 diverged)"
 
 
+@pytest.mark.slow
 def test_lr_cifar10_cnn_design_lets_the_trainability_rows_pass_holm(tmp_path):
     """Why configs/exp/lr_cifar10_cnn.yaml adds seeds 3-4 at lr 1.0 and 0.3: in its grid (5 rates x 4
     variants), with 3 seeds per arm, the Garbin row cannot pass Holm even when every unnormalised run
@@ -484,6 +486,7 @@ def test_single_run(tmp_path):
         report_cli.main([str(run), "--out", str(run / "report")])
 
 
+@pytest.mark.slow
 def test_several_dirs(tmp_path):
     a = compare_sweep(tmp_path / "a", kinds={k: ACC[k] for k in ("none", "batchnorm")}, seeds=(0, 1))
     b = compare_sweep(tmp_path / "b", kinds={k: ACC[k] for k in ("none", "batchnorm")}, seeds=(0, 1),
@@ -495,6 +498,7 @@ def test_several_dirs(tmp_path):
     assert "### data=fashion_mnist" in md  # one comparison table per context, each with its baseline
 
 
+@pytest.mark.slow
 def test_lr_section_only_when_lr_varies(tmp_path):
     root = tmp_path / "lr"
     for lr in (0.01, 0.1, 1.0):
@@ -518,6 +522,7 @@ def test_lr_section_only_when_lr_varies(tmp_path):
     assert "**12 runs**" in again and "Skipped folders" not in again
 
 
+@pytest.mark.slow
 def test_datasize_and_diagnostics_sections(tmp_path):
     root = tmp_path / "ds"
     diag = {"variance_shift": {"layers": [{"name": "block1.norm", "mean_ratio": 1.2, "max_ratio": 2.0},
@@ -558,6 +563,7 @@ def test_user_errors(tmp_path):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_report_path_imports_no_torch(tmp_path):
     """`dropbn report` reads run folders without torch (seconds and most of a GB of memory saved)."""
     root = compare_sweep(tmp_path / "study", kinds={k: ACC[k] for k in ("none", "batchnorm")}, seeds=(0, 1))
@@ -574,6 +580,7 @@ def test_report_path_imports_no_torch(tmp_path):
     assert (root / "report" / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_runs_csv_round_trip_and_new_summary_fields(tmp_path):
     """A report's runs.csv reads back into the same claims; fields newer runs carry (steady-state time,
     validation-selected test accuracy, training-data variance ratios) show up when present."""

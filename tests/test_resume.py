@@ -1,4 +1,5 @@
-"""Resume and clean stops, through real `dropbn train` processes.
+"""Resume and clean stops: real `dropbn train` processes killed or stopped, then the same command
+again (called in this process: the stop is the process's part, the resume the command's).
 
 A run killed with SIGKILL mid-epoch, or stopped with SIGINT/SIGTERM, and then
 started again with the same command ends with the same metrics (timing columns
@@ -27,7 +28,7 @@ from dropbn.record.run_dir import RunDir
 from dropbn.base.signals import GracefulStop, stopping
 from dropbn.record.predictions import read_predictions
 
-from .conftest import DROPBN, TINY, needs_mnist, run_cli
+from .conftest import DROPBN, TINY, call_cli, needs_mnist
 
 TIMING = {"epoch_seconds", "eval_seconds", "train_seconds"}
 # 63 steps per epoch: SIGKILL lands inside an epoch, not between two
@@ -88,12 +89,13 @@ def assert_identical(run_dir: Path, ref_dir: Path):
 def reference(tmp_path_factory):
     """The same tiny run, never interrupted."""
     root = tmp_path_factory.mktemp("reference")
-    r = run_cli(["train", *ARGS, f"out_root={root}"], cwd=root)
+    r = call_cli(["train", *ARGS, f"out_root={root}"], cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     return root / "default" / DIRNAME
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     run_dir = tmp_path / "default" / DIRNAME
     p = start([*ARGS, f"out_root={tmp_path}"], tmp_path)
@@ -105,7 +107,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"]
     assert killed_at < 3  # killed before the end (almost always during epoch 2)
 
-    r = run_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)
+    r = call_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming {run_dir} at epoch {killed_at + 1}/3" in r.stdout
     assert_identical(run_dir, reference)
@@ -113,6 +115,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
 
 @needs_mnist
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_sigint_sigterm_stop_cleanly_and_resume_identically(tmp_path, reference, sig, code):
     run_dir = tmp_path / "default" / DIRNAME
     p = start([*ARGS, f"out_root={tmp_path}"], tmp_path)
@@ -127,13 +130,14 @@ def test_sigint_sigterm_stop_cleanly_and_resume_identically(tmp_path, reference,
     ckpt = load_checkpoint(RunDir(run_dir))          # the last end-of-epoch checkpoint is valid
     assert 1 <= ckpt["epoch"] < 3 and len(ckpt["metrics"]) == ckpt["epoch"] == n_rows(run_dir)
 
-    r = run_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)
+    r = call_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout
     assert_identical(run_dir, reference)
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_rerunning_a_killed_multirun_skips_resumes_and_runs_the_rest(tmp_path):
     args = ["-m", *TINY, "train.epochs=2", "train.batch_size=32", "device=cpu", "train.threads=1",
             "seed=0,1,2", f"out_root={tmp_path}"]
@@ -147,7 +151,7 @@ def test_rerunning_a_killed_multirun_skips_resumes_and_runs_the_rest(tmp_path):
     assert done == [dirs[0]] and not (dirs[2] / "checkpoint.pt").exists()
     first_summary = (dirs[0] / "summary.json").stat().st_mtime_ns
 
-    r = run_cli(["train", *args], cwd=tmp_path)
+    r = call_cli(["train", *args], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("already completed, skipping") == 1
     assert f"resuming {dirs[1]} at epoch 2/2" in r.stdout
@@ -158,8 +162,9 @@ def test_rerunning_a_killed_multirun_skips_resumes_and_runs_the_rest(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_divergence_in_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path):
-    r = run_cli(["train", "-m", *TINY, "data.train_size=1000", "train.eval_train_size=500", "train.epochs=2",
+    r = call_cli(["train", "-m", *TINY, "data.train_size=1000", "train.eval_train_size=500", "train.epochs=2",
                  "reg=none", "device=cpu", "optim.lr=1e6,0.01", f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     runs = {d.name: json.loads((d / "summary.json").read_text()) for d in (tmp_path / "default").iterdir()

@@ -49,6 +49,7 @@ def cache_cfg(root, cache):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_two_processes_loading_at_once_share_one_cache_entry(tmp_path):
     cache = tmp_path / "cache"  # empty, not even created yet
     cmd = [sys.executable, "-c", LOADER, str(DATA_DIR), str(cache)]

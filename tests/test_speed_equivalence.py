@@ -165,6 +165,7 @@ def test_runs_reproducible_and_amp_is_noop_on_cpu(tmp_path):
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
 
+@pytest.mark.slow
 def test_bench_help():
     r = subprocess.run([sys.executable, str(BENCH), "--help"], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -172,6 +173,7 @@ def test_bench_help():
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_bench_short_run_headline_is_the_examples_data_path(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(BENCH), "--cases", "mnist_mlp", "--rounds", "2", "--steps-mlp", "3",
@@ -195,6 +197,7 @@ def test_bench_short_run_headline_is_the_examples_data_path(tmp_path):
 
 
 # ---------------------------------------------------------------- scripts/bench_eval_batch.py
+@pytest.mark.slow
 def test_eval_batch_bench_times_each_size_against_the_default():
     script = BENCH.parent / "bench_eval_batch.py"
     r = subprocess.run([sys.executable, str(script), "--images", "64", "--rounds", "2", "--sizes", "32"],

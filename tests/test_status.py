@@ -15,7 +15,7 @@ from dropbn.commands import status_cmd as status
 from dropbn.record.lease import HOST, current
 from dropbn.report.collect import collect
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, call_cli
 from .test_claims import dead_pid, live_process, write_claim  # noqa: F401 (live_process: a fixture)
 from .test_report import make_run
 
@@ -119,10 +119,10 @@ def test_status_is_fast_and_never_imports_torch(sweep):
 
 
 def test_bad_folder_is_one_line_exit_2(tmp_path):
-    r = run_cli(["status", str(tmp_path / "nope")], cwd=tmp_path)
+    r = call_cli(["status", str(tmp_path / "nope")], cwd=tmp_path)
     assert (r.returncode, r.stderr.strip()) == (2, f"dropbn: error: status: {tmp_path / 'nope'}: no such folder")
     (tmp_path / "empty").mkdir()
-    r = run_cli(["status", str(tmp_path / "empty")], cwd=tmp_path)
+    r = call_cli(["status", str(tmp_path / "empty")], cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no run folders" in r.stderr
 
 

@@ -20,7 +20,7 @@ from dropbn.config.precheck import check_args
 from dropbn.train.optimize import Budget
 from dropbn.train.loop import run
 
-from .conftest import compose, needs_mnist, run_cli
+from .conftest import call_cli, compose, needs_mnist
 from .test_resume import metrics, n_rows, start, wait_for
 
 BASE = ("model.hidden=[64]", "train.progress=false", "train.diagnostics=false", "train.batch_size=32",
@@ -170,9 +170,10 @@ def _run_dir(root: Path) -> Path | None:
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     ref_root = tmp_path / "ref"
-    r = run_cli(["train", *KILL_ARGS, f"out_root={ref_root}"], cwd=tmp_path)
+    r = call_cli(["train", *KILL_ARGS, f"out_root={ref_root}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     ref = _run_dir(ref_root)
 
@@ -187,7 +188,7 @@ def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert ck["step"] < 300 and ck["step"] % PER_PASS != 0 and ck["stream"]["pos"] == ck["step"] % PER_PASS
 
-    r = run_cli(["train", *KILL_ARGS, f"out_root={root}"], cwd=tmp_path)
+    r = call_cli(["train", *KILL_ARGS, f"out_root={root}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming {run_dir} at step {ck['step'] + 1}/300" in r.stdout
     assert metrics(run_dir) == metrics(ref)
@@ -205,6 +206,7 @@ def test_eval_every_steps_needs_a_step_budget(tmp_path):
         check_args(["train.eval_every_steps=100", f"out_root={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_datasize_steps_preset_sweeps_sizes_regs_and_replicates_at_equal_steps(tmp_path, monkeypatch):
     monkeypatch.delenv("DROPBN_SWEEP_JOBS", raising=False)
     assert check_args(["-m", "+exp=datasize_steps_mnist_mlp", f"out_root={tmp_path}"]) == 48

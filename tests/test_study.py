@@ -33,7 +33,7 @@ from dropbn.config.validation import CONFIG_DIR
 from dropbn.record.identity import same_config
 from dropbn.cli import main as cli_main
 
-from .conftest import DATA_DIR, DROPBN, ROOT, needs_joblib, needs_mnist, needs_submitit, run_cli
+from .conftest import DATA_DIR, DROPBN, ROOT, call_cli, needs_joblib, needs_mnist, needs_submitit, run_cli
 
 ARGS = ["+exp=tuned_mnist_mlp", "data.train_size=1000", "data.val_size=500", "train.eval_train_size=500",
         "model.hidden=[32]", "train.epochs=2", "train.schedule=none", "train.progress=false",
@@ -77,10 +77,10 @@ def study(tmp_path_factory):
     killed = {str(d.name): (d / "summary.json").stat().st_mtime_ns for d in completed_runs(sdir / "tune")}
     assert not (sdir / S.SELECTED).exists()
 
-    second = run_cli(args, cwd=root, timeout=600)
+    second = call_cli(args, cwd=root)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     before = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
-    third = run_cli(args, cwd=root, timeout=300)
+    third = call_cli(args, cwd=root)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     after = tree_state(sdir / "tune") | {f"final/{k}": v for k, v in tree_state(sdir / "final").items()}
     return {"root": root, "dir": sdir, "killed": killed, "second": second, "third": third, "claims": claims,
@@ -93,6 +93,7 @@ def val_table(run: Path) -> list[dict]:
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_kill_resumes_without_retraining_and_a_finished_study_trains_nothing(study):
     sdir = study["dir"]
     for name, mtime in study["killed"].items():  # finished before the kill: not trained again
@@ -107,6 +108,7 @@ def test_kill_resumes_without_retraining_and_a_finished_study_trains_nothing(stu
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_selection_follows_the_validation_numbers(study):
     sel, tune = study["sel"], study["dir"] / "tune"
     assert sel["select"] == "val_acc" and sel["tune_seeds"] == [0] and sel["final_seeds"] == [100, 101]
@@ -127,6 +129,7 @@ def test_selection_follows_the_validation_numbers(study):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_selection_never_reads_a_test_metric(study, tmp_path):
     """Test metrics of the tune runs anti-correlated with validation, or removed: same selection."""
     sel = study["sel"]
@@ -161,6 +164,7 @@ def test_selection_never_reads_a_test_metric(study, tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_final_runs_use_the_selection_and_fresh_seeds(study):
     sel, final = study["sel"], study["dir"] / "final"
     for v in sel["variants"]:
@@ -180,6 +184,7 @@ def test_final_runs_use_the_selection_and_fresh_seeds(study):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     rep = study["dir"] / "report"
     md = (rep / "report.md").read_text()
@@ -199,6 +204,7 @@ def test_report_claims_from_final_and_a_tuned_section(study, tmp_path):
     assert "Choices at an end" not in md  # two values searched: every choice is an end, none is flagged
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_claims_registered_before_the_final_runs_are_confirmatory_and_edited_ones_exploratory(study, tmp_path):
     sdir, reg = study["dir"], study["sel"]["registered_claims"]
@@ -220,6 +226,7 @@ def test_claims_registered_before_the_final_runs_are_confirmatory_and_edited_one
     assert family["p_holm"].tolist() == pytest.approx(list(holm_adjust(family["p_value"])), nan_ok=True)
 
 
+@pytest.mark.slow
 def test_report_flags_a_choice_at_the_end_of_the_searched_range(study, tmp_path):
     copy = tmp_path / NAME
     shutil.copytree(study["dir"], copy, ignore=shutil.ignore_patterns("report", "checkpoint.pt"))
@@ -302,6 +309,7 @@ def test_whole_mappings_replace_the_presets_and_a_rejected_search_value_is_skipp
     assert not (tmp_path / NAME).exists()
 
 
+@pytest.mark.slow
 def test_val_size_zero_through_the_real_command(tmp_path):
     r = run_cli(["study", "+exp=tuned_mnist_mlp", "data.val_size=0", f"out_root={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -326,6 +334,7 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("exp", ["tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+@pytest.mark.slow
 def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
     from dropbn.study.stages import Study
 
@@ -352,6 +361,7 @@ def test_presets_plan_every_variant_with_the_same_space(exp, tmp_path):
         st.hy.close()
 
 
+@pytest.mark.slow
 def test_placement_preset_varies_only_where_dropout_sits(tmp_path):
     """tuned_placement_mnist_mlp: 3 block orders x 3 dropout placements, the same lr space and the same
     dropout rate everywhere, so claims 8 and 9 compare configurations that differ in one setting."""
@@ -429,6 +439,7 @@ def test_rule_with_a_schedule_keeps_the_budget(tmp_path):
 # ---------------------------------------------------------------- optuna
 
 @needs_mnist
+@pytest.mark.slow
 def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_path, capsys):
     optuna = pytest.importorskip("optuna")
     from dropbn.study.stages import Study
@@ -470,6 +481,7 @@ def test_optuna_search_resumes_an_interrupted_trial_and_then_trains_nothing(tmp_
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_a_stage_waits_for_a_run_another_process_holds(tmp_path):
     """Processes may share a study folder. A tune run claimed by another live process is neither
     scored as lost nor selected around: the study waits for it, and once its holder lets go
@@ -571,6 +583,7 @@ def test_ctrl_c_while_waiting_for_another_process_is_one_line_exit_130(tmp_path,
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_path):
     """`dropbn status --study ARGS`: every tune run, then the final runs, named from the selection as
     soon as a variant's tune runs have ended (the names the study gave them), planned rows before."""
@@ -579,7 +592,7 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
     tunes = [run["run"] for v in sel["variants"] for c in v["candidates"] for run in c["runs"]]
 
     def status(out_root):
-        r = run_cli(["status", "--study", *ARGS, f"out_root={out_root}"], cwd=tmp_path)
+        r = call_cli(["status", "--study", *ARGS, f"out_root={out_root}"], cwd=tmp_path)
         lines = r.stdout.splitlines()
         return r, [line.split()[:3] for line in lines[1:-1]], lines[-1] if lines else r.stderr
 
@@ -601,7 +614,7 @@ def test_status_lists_the_whole_study_before_and_after_the_selection(study, tmp_
     assert r.stdout.count("planned: named by the selection once the tune runs have ended") == 4
     assert last == "8 runs: 8 missing; 16 epochs left; ETA unknown until an epoch has been measured"
 
-    r = run_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
+    r = call_cli(["status", "--study", *ARGS, "study.searcher=optuna", f"out_root={tmp_path / 'o'}"], cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "optuna" in r.stderr
 
 
@@ -732,6 +745,7 @@ def test_under_slurm_a_stage_submits_every_sweep_at_once(tmp_path, monkeypatch):
 
 @needs_joblib
 @needs_submitit
+@pytest.mark.slow
 def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
     """How many runs of a stage's sweeps may run at once: the joblib workers, every one under SLURM
     (math.inf), or one sweep at a time under the default launcher (None)."""
@@ -751,11 +765,12 @@ def test_a_study_plans_its_stages_side_by_side_per_launcher(tmp_path):
 
 @needs_mnist
 @needs_joblib
+@pytest.mark.slow
 def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp_path):
     """With a joblib launcher both variants' sweeps of each stage train at once; on CPU the runs are
     deterministic, so the selection and every final number equal the one-sweep-at-a-time study's."""
-    r = run_cli(["study", *ARGS, "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"out_root={tmp_path}"],
-                cwd=tmp_path, timeout=600)
+    r = call_cli(["study", *ARGS, "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"out_root={tmp_path}"],
+                 cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("at a time, beside the stage's other sweeps") == 4  # tune and final, 2 variants each
     sel = yaml.safe_load((tmp_path / NAME / S.SELECTED).read_text())
@@ -771,14 +786,16 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
 @pytest.mark.parametrize("exp", ["tuned_placement_mnist_mlp", "tuned_mnist_mlp", "tuned_fashion_mlp", pytest.param(
     "tuned_cifar10_cnn", marks=pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg.tar.gz").exists(),
                                                   reason="the CIFAR-10 JPEG mirror is not under the data root"))])
+@pytest.mark.slow
 def test_committed_studies_are_complete_under_their_presets(exp):
     """The committed reference studies match their presets: planned again from the preset and selected
     again from the committed tune records, every run the study would train is committed and finished."""
-    r = run_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
+    r = call_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].endswith("; nothing left to train")
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_tune_runs_never_evaluate_the_test_set_and_final_runs_record_predictions(study):
     from dropbn.record.predictions import read_predictions

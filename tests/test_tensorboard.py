@@ -21,7 +21,7 @@ from dropbn.commands.export_cmd import export
 from dropbn.train.tensorboard import tag
 from dropbn.train.loop import run
 
-from .conftest import TINY, compose, needs_mnist, run_cli
+from .conftest import TINY, call_cli, compose, needs_mnist, run_cli
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -157,12 +157,13 @@ def test_export_writes_the_same_events_outside_the_run_folders(trained, tmp_path
 
 
 def test_export_command_line(trained, tmp_path):
-    r = run_cli(["export", "tensorboard", str(trained.parent), "--out", str(tmp_path / "tb")], cwd=tmp_path)
+    r = call_cli(["export", "tensorboard", str(trained.parent), "--out", str(tmp_path / "tb")], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "wrote TensorBoard events of 1 runs" in r.stdout
     assert_events_match_run(read_events(tmp_path / "tb" / trained.parent.name / trained.name), trained)
 
 
+@pytest.mark.slow
 def test_without_tensorboard_train_and_export_fail_with_one_line(tmp_path, trained):
     blocker = tmp_path / "block" / "tensorboard"
     blocker.mkdir(parents=True)

@@ -1,5 +1,5 @@
 """Real short training runs on a subset of real MNIST: accuracy, determinism,
-run files, and `dropbn train` end to end through a subprocess."""
+run files, and `dropbn train` end to end through the console script in a subprocess."""
 import csv
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dropbn.train.loop import run
-from tests.conftest import TINY, compose, needs_mnist, run_cli
+from tests.conftest import TINY, call_cli, compose, needs_mnist, run_cli
 
 pytestmark = needs_mnist
 
@@ -97,6 +97,7 @@ def test_variants_train(tmp_path, ov):
     assert s["status"] == "completed" and s["final_test_acc"] > 0.15  # above chance (0.1)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     r = run_cli(["train", *TINY, "train.epochs=1", f"out_root={tmp_path}", "name=e2e", "reg=both"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -111,12 +112,13 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_cli_help_lists_subcommands(tmp_path):
-    r = run_cli(["--help"], cwd=tmp_path)
+    r = call_cli(["--help"], cwd=tmp_path)
     assert r.returncode == 0 and "train" in r.stdout and "report" in r.stdout
-    r = run_cli(["train", "--help"], cwd=tmp_path)
+    r = call_cli(["train", "--help"], cwd=tmp_path)
     assert r.returncode == 0 and "reg:" in r.stdout and "model:" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_missing_data_offline_is_one_line_exit_2(tmp_path):
     r = run_cli(["train", f"data.root={tmp_path / 'nothing'}", "data.download=false", f"out_root={tmp_path}"],
                 cwd=tmp_path)
@@ -126,17 +128,15 @@ def test_cli_missing_data_offline_is_one_line_exit_2(tmp_path):
     assert "MNIST not found under" in lines[0] and "nothing" in lines[0]
 
 
-def test_crash_leaves_failed_summary(tmp_path):
+def test_crash_leaves_failed_summary(tmp_path, monkeypatch):
     """A crash inside a run (not an input error) is recorded as status=failed, then raised."""
-    import subprocess
-    import sys
+    import dropbn.train.loop as t
 
-    code = ("import dropbn.train.loop as t\n"
-            "def boom(*args, **kwargs):\n    raise RuntimeError('simulated crash')\n"
-            "t.train_epoch = boom\n"
-            "from dropbn.cli import main\n"
-            f"main(['train', 'train.epochs=1', 'out_root={tmp_path}', 'name=crash'])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(t, "train_epoch", boom)
+    r = call_cli(["train", "train.epochs=1", f"out_root={tmp_path}", "name=crash"], cwd=tmp_path)
     assert r.returncode != 0 and "simulated crash" in r.stderr
     s = json.loads((tmp_path / "crash" / "train.epochs=1" / "summary.json").read_text())
     assert s["status"] == "failed" and "RuntimeError: simulated crash" in s["error"]

@@ -3,7 +3,8 @@ allowed>` on stderr with exit code 2 and no traceback, including Hydra's own err
 (unknown keys, unknown group options, malformed overrides) and every job of a sweep.
 
 Most cases run the pre-check in-process (dropbn.config.precheck.check_args, what `dropbn
-train` calls first); a handful go through a real `dropbn train` process."""
+train` calls first); a handful go through the whole `dropbn train` command (dropbn.cli.main,
+called in this process; tests/test_train.py has the one-line error of a real process)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import torch
 from dropbn.base.errors import DropbnError
 from dropbn.config.precheck import check_args
 
-from .conftest import DATA_DIR, needs_mnist, run_cli
+from .conftest import DATA_DIR, call_cli, needs_mnist
 
 CPU_ONLY = not torch.cuda.is_available()
 NO_MPS = not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -139,8 +140,8 @@ def test_at_least_25_bad_inputs_are_covered():
     ([], 1),
     (["+exp=quickstart"], 1),
     (["-m", "seed=0,1,2"], 3),
-    (["-m", "reg=glob(*)", "seed=range(0,2)"], 12),        # 6 reg presets x 2 seeds
-    (["-m", "+exp=compare_mnist_mlp"], 18),                   # reg x seed from hydra.sweeper.params
+    pytest.param(["-m", "reg=glob(*)", "seed=range(0,2)"], 12, marks=pytest.mark.slow),  # 6 reg presets x 2 seeds
+    pytest.param(["-m", "+exp=compare_mnist_mlp"], 18, marks=pytest.mark.slow),  # reg x seed from hydra.sweeper.params
     (["-m", "+exp=compare_mnist_mlp", "seed=0"], 6),          # the command line overrides a preset's sweep
     (["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=0,1"], 2),
     (["--cfg", "job", "optim.lr=-1"], 1),                     # --cfg shows the config; values not judged
@@ -151,7 +152,7 @@ def test_good_command_lines_pass_and_every_sweep_job_is_checked(args, jobs, monk
     assert check_args(args) == jobs
 
 
-# ------------------------------------------------------------ real processes
+# ------------------------------------------------------------ the whole command
 def assert_one_line_exit_2(r, *parts):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
@@ -170,17 +171,17 @@ def assert_one_line_exit_2(r, *parts):
     (["-m", "optim.lr=0.1,-1"], ["optim.lr=-1: must be a number"]),
 ])
 def test_cli_bad_input_exit_2_one_line(tmp_path, args, parts):
-    r = run_cli(["train", *args, f"out_root={tmp_path}"], cwd=tmp_path)
+    r = call_cli(["train", *args, f"out_root={tmp_path}"], cwd=tmp_path)
     assert_one_line_exit_2(r, *parts)
     assert not any(tmp_path.iterdir())  # no run folder, no sweep folder: nothing ran
 
 
 def test_cli_help_cfg_info_still_work(tmp_path):
-    r = run_cli(["train", "--help"], cwd=tmp_path)
+    r = call_cli(["train", "--help"], cwd=tmp_path)
     assert r.returncode == 0 and "reg:" in r.stdout
-    r = run_cli(["train", "--cfg", "job", "optim.lr=0.5"], cwd=tmp_path)
+    r = call_cli(["train", "--cfg", "job", "optim.lr=0.5"], cwd=tmp_path)
     assert r.returncode == 0 and "lr: 0.5" in r.stdout
-    r = run_cli(["train", "--info", "config"], cwd=tmp_path)
+    r = call_cli(["train", "--info", "config"], cwd=tmp_path)
     assert r.returncode == 0 and "Config search path" in r.stdout
 
 
@@ -195,7 +196,7 @@ def test_cli_corrupt_idx_file_is_one_line_exit_2(tmp_path):
     bad = bytearray((raw_src / "train-labels-idx1-ubyte").read_bytes())
     bad[2] = 0x0D  # dtype byte: float instead of uint8
     (raw / "train-labels-idx1-ubyte").write_bytes(bytes(bad))
-    r = run_cli(["train", f"data.root={tmp_path / 'root'}", "data.download=false", f"data.cache_dir={tmp_path / 'c'}",
+    r = call_cli(["train", f"data.root={tmp_path / 'root'}", "data.download=false", f"data.cache_dir={tmp_path / 'c'}",
                  "train.epochs=1", "train.progress=false", f"out_root={tmp_path / 'out'}"], cwd=tmp_path)
     assert_one_line_exit_2(r, "corrupt IDX file", "train-labels-idx1-ubyte", "bad magic")
 
