@@ -271,7 +271,7 @@ BAD = [
     (["-m"], "dropbn study takes config overrides only"),
     # a whole mapping replaces the preset's (issue 27: {} kept the default variants)
     (["study.variants={}"], "study.variants={}: must name at least one compared key"),
-    (["study.variants={optim:[sgd,bogus]}"], "study.variants.optim='bogus': allowed: adam, rmsprop, sgd"),
+    (["study.variants={optim:[sgd,bogus]}"], "study.variants.optim='bogus': allowed: adam, adamw, rmsprop, sgd"),
     (["study.variants={optim:sgd}"], "study.variants.optim='sgd': must be a list of values"),
     (["study.search={optim:{lr:[-1]}}"], "study.search.optim.lr=-1: must be a number"),
 ]
@@ -789,10 +789,21 @@ def test_a_stage_trains_its_variants_side_by_side_to_the_same_numbers(study, tmp
 @pytest.mark.slow
 def test_committed_studies_are_complete_under_their_presets(exp):
     """The committed reference studies match their presets: planned again from the preset and selected
-    again from the committed tune records, every run the study would train is committed and finished."""
+    again from the committed tune records, every run the study would train is committed and finished;
+    a study whose re-run is under way (IN_PROGRESS) has every tune run, and only final runs missing."""
     r = call_cli(["status", "--study", f"+exp={exp}", f"out_root={ROOT / 'results'}"], cwd=ROOT)
+    if exp in IN_PROGRESS:
+        missing = [line for line in r.stdout.splitlines() if line.startswith("missing")]
+        assert r.returncode == 1 and missing and all(" final/" in line for line in missing), r.stdout[-3000:]
+        assert len(missing) == IN_PROGRESS[exp], r.stdout[-3000:]
+        return
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].endswith("; nothing left to train")
+
+
+# committed studies whose final runs are being re-run: {preset: final runs still missing}. Remove the
+# entry when the study is complete again (results/<study>/sweep_times.txt says where it stands).
+IN_PROGRESS = {"tuned_placement_mnist_mlp": 12}
 
 
 @pytest.mark.slow
@@ -808,7 +819,7 @@ def test_tune_runs_never_evaluate_the_test_set_and_final_runs_record_predictions
         assert s["final_test_acc"] is None and s["generalization_gap"] is None and s["best_test_acc"] is None
         p = read_predictions(run / "predictions.npz")
         assert p.labels("test") is None and p.get("val", "final") is not None
-    for run in (study["dir"] / "final").iterdir():
+    for run in [d for d in (study["dir"] / "final").iterdir() if (d / "summary.json").is_file()]:
         s = json.loads((run / "summary.json").read_text())
         p = read_predictions(run / "predictions.npz")
         assert float((p.get("test", "final") == p.labels("test")).mean()) == s["final_test_acc"]
