@@ -201,7 +201,7 @@ def test_a_resnet_trains_resumes_bit_identically_and_says_what_it_is(tmp_path, d
     monkeypatch.undo()
     assert not (tmp_path / "cut" / "summary.json").exists()
     again = train(tmp_path / "cut", digits)
-    a, b = (torch.load(p / "checkpoint.pt", weights_only=False) for p in (tmp_path / "ref", tmp_path / "cut"))
+    a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (tmp_path / "ref", tmp_path / "cut"))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     drop = ("epoch_seconds", "eval_seconds", "train_seconds")

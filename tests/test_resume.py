@@ -69,8 +69,8 @@ def wait_for(cond, proc, timeout=120):
 def assert_identical(run_dir: Path, ref_dir: Path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     assert metrics(run_dir) == metrics(ref_dir)
-    a = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    b = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    a = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    b = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
@@ -104,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_is_identical(tmp_path, reference):
     p.communicate()
     assert p.returncode == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists()
-    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"]
+    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
     assert killed_at < 3  # killed before the end (almost always during epoch 2)
 
     r = call_cli(["train", *ARGS, f"out_root={tmp_path}"], cwd=tmp_path)

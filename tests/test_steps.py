@@ -37,7 +37,7 @@ def rows_of(run_dir: Path) -> list[dict]:
 
 
 def weights(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict, b: dict):
@@ -104,7 +104,7 @@ def test_step_budget_trains_exactly_S_steps_and_evaluates_every_period(tmp_path)
     assert [float(r["epoch"]) for r in rows] == [round(k / PER_PASS, 4) for k in (40, 80, 120, 130)]
     assert (s["steps"], s["steps_completed"]) == (130, 130)
     assert s["epochs"] == s["epochs_completed"] == round(130 / PER_PASS, 4)
-    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 130 and ck["epoch"] == 4 and ck["stream"]["pos"] == 130 - 2 * PER_PASS
     adam_steps = {float(st["step"]) for st in ck["optimizer"]["state"].values()}
     assert adam_steps == {130.0}  # Adam counts the optimisation steps it took
@@ -185,7 +185,7 @@ def test_sigkill_mid_pass_then_resume_is_identical(tmp_path):
     assert p.returncode == -signal.SIGKILL
     run_dir = _run_dir(root)
     assert run_dir.name == ref.name and not (run_dir / "summary.json").exists()
-    ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ck["step"] < 300 and ck["step"] % PER_PASS != 0 and ck["stream"]["pos"] == ck["step"] % PER_PASS
 
     r = call_cli(["train", *KILL_ARGS, f"out_root={root}"], cwd=tmp_path)

@@ -131,7 +131,7 @@ def test_tensorboard_switched_on_for_a_resumed_run_gets_the_earlier_epochs(tmp_p
     (tmp_path / "summary.json").unlink()  # as if stopped after its last checkpoint
     import torch
 
-    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 2 and not list(tmp_path.glob("events.out.tfevents.*"))
     s = run(compose(*base, "train.tensorboard=true"), tmp_path)
     assert s["status"] == "completed"

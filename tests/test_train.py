@@ -45,7 +45,7 @@ def test_short_real_run_beats_90_percent_and_writes_its_files(tmp_path):
     assert s["train_seconds"] == pytest.approx(float(rows[0]["epoch_seconds"]) + float(rows[1]["epoch_seconds"]))
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
     assert "block1.norm" in (tmp_path / "model.txt").read_text()
-    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 2 and "block1.linear.weight" in ck["model"]
 
 
