@@ -15,7 +15,7 @@ stage) has no test arrays.
 
 On disk (numpy's compressed .npz, read with allow_pickle=False, so reading never executes code) a
 prediction is stored as its offset from the label, (prediction - label) mod num_classes, in
-`<split>_<when>_offset`: 0 wherever the run is right, so a run's file is a few KB.
+`<split>_<when>_offset`: 0 wherever the run is right (10.5 KB for a run at 90% test accuracy).
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import PREDICTIONS, atomic_write_bytes
+from .layout import atomic_write_bytes
+
 SPLITS = ("test", "val")
-WHEN = ("final", "picked")
 
 
 def labels_fingerprint(labels) -> str:

@@ -88,7 +88,7 @@ def claim_rows(coll: Collection, base: dict, claim_set: ClaimSet) -> tuple[list[
             row["note"] = "; ".join(x for x in (row["note"], F.gap_note(gap)) if x)
         row.update(F.second_interval(res, unit, c.expect == EQUIVALENT))
         (ga, _), (gb, _) = arm(runs, p.la), arm(runs, lb)
-        row.update(IS.interval(runs, ga, gb, c.quantity, preds))
+        row.update(IS.interval(ga, gb, c.quantity, preds))
         row["conditions"] = unequal_conditions(ga, gb) if column in TIMING else ""
         rows.append(row)
         if not c.b.matched:  # the claims' own pairs of kinds, for the trainability rows

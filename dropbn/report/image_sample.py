@@ -63,12 +63,12 @@ def _matrix(g: pd.DataFrame, when: str, cache: dict):
     return np.vstack(rows), fps.pop()
 
 
-def interval(runs: pd.DataFrame, ga: pd.DataFrame, gb: pd.DataFrame, quantity: str, cache: dict) -> dict:
+def interval(ga: pd.DataFrame, gb: pd.DataFrame, quantity: str, cache: dict) -> dict:
     """The image-sample columns of one claim row comparing the runs `ga` (arm a) and `gb` (arm b)."""
     when = WHEN.get(quantity)
     if when is None:
         return {}
-    if "path" not in runs:
+    if "path" not in ga:
         return _none("no run folders (read from a runs.csv)")
     a, fa = _matrix(ga, when, cache)
     b, fb = _matrix(gb, when, cache)
