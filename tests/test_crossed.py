@@ -17,7 +17,7 @@ def _population_difference(ta, tb, sds):
     return st.norm.cdf(ta / total) - st.norm.cdf(tb / total)
 
 
-def _simulate(reps, images, seeds, ta=2.4, tb=2.0, sd_img=2.0, sd_arm_img=1.0, sd_seed=0.1, sd_run_img=0.5,
+def simulate(reps, images, seeds, ta=2.4, tb=2.0, sd_img=2.0, sd_arm_img=1.0, sd_seed=0.1, sd_run_img=0.5,
               rng_seed=0):
     """Coverage of the crossed interval and of the seed-only Welch interval of the population difference.
 
@@ -46,14 +46,14 @@ def _simulate(reps, images, seeds, ta=2.4, tb=2.0, sd_img=2.0, sd_arm_img=1.0, s
 @pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, on equal run accuracies
 @pytest.mark.parametrize("seeds", [3, 5])
 def test_coverage_near_nominal_where_the_seed_only_interval_undercovers(seeds):
-    coverage, seed_only = _simulate(reps=200, images=500, seeds=seeds)
+    coverage, seed_only = simulate(reps=200, images=500, seeds=seeds)
     assert 0.90 <= coverage <= 0.98, coverage
     # with this much image-level noise the seed-only interval misses the population difference often
     assert seed_only < 0.90, seed_only
 
 
 def test_coverage_when_seed_noise_dominates():
-    coverage, _ = _simulate(reps=200, images=500, seeds=5, sd_seed=0.3, sd_arm_img=0.3, rng_seed=1)
+    coverage, _ = simulate(reps=200, images=500, seeds=5, sd_seed=0.3, sd_arm_img=0.3, rng_seed=1)
     assert 0.90 <= coverage <= 0.98, coverage
 
 
