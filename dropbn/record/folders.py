@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .layout import _fsync_dir
+from .layout import fsync_dir
 
 
 def not_a_folder(path) -> str | None:
@@ -39,6 +39,6 @@ def replace_folder(new: Path, dest: Path, aside: str) -> None:
         if old is not None:
             os.rename(old, dest)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

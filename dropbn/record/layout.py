@@ -47,7 +47,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -75,7 +75,7 @@ def atomic_write_bytes(data: bytes, path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(text: str, path) -> None:
