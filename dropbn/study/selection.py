@@ -1,6 +1,6 @@
 """The select stage of `dropbn study`: score each tuned point on validation metrics only.
 
-This module reads, from each tune run folder, the `status` of summary.json and the
+This module reads, from each tune run folder, the `status` and `data_sizes.val` of summary.json and the
 `epoch`, `val_acc` and `val_loss` columns of metrics.csv -- nothing else (no test_* column,
 no test number of summary.json), so the test set cannot leak into the choice.
 
@@ -20,8 +20,8 @@ Ranking the points of one variant (best first):
 "Tied" is not float equality: a mean over n seeds of accuracies on val_size images can only move
 in steps of 1 / (n * val_size), so two means count as equal when they differ by less than half
 such a step: by float rounding only (0.9772 against 0.9772000000000001 picked the wrong point
-once). Two losses are equal when they agree to 9 significant digits (`tied`). The same test picks the earliest best epoch of a curve. Ranking
-is greedy, so it stays well defined although "within a tolerance" is not transitive: the first
+once). Two losses are equal when they agree to 9 significant digits (`tied`). The same test
+picks the earliest best epoch of a curve. Ranking is greedy, so it stays well defined although "within a tolerance" is not transitive: the first
 point is the winner of all of them under the rule, the second the winner of the rest, and so on.
 Pure functions (no torch, no Hydra): the study runs them after the tune stage and the
 report runs them again on the tune run records.
@@ -49,7 +49,7 @@ RULE = ("Per variant, the point with the best mean {metric} over the tune seeds 
         "point in the search order. Mean accuracies that differ by less than half an image over the "
         "seeds (0.5 / (seeds x validation images): float rounding) count as tied, as do losses equal to "
         "9 significant digits. Only validation metrics are read (metrics.csv: epoch, val_acc, "
-        "val_loss; summary.json: status); the test set is touched only by the final runs.")
+        "val_loss; summary.json: status and the validation split's size); the test set is touched only by the final runs.")
 
 
 def rule_text(metric: str) -> str:
